@@ -1,0 +1,156 @@
+// Turns stored RFC 5322 text into the Message a handler receives. Mail of our own carries a JSON
+// body; any other mail (a plain text email from a script, HTML from a mail client) is decoded too,
+// its text becoming the payload, so that anything that can send mail can publish.
+
+import { createHash } from 'node:crypto';
+import PostalMime, { decodeWords } from 'postal-mime';
+import { ERROR_CODES, MailbusError, errorText } from '../errors.js';
+import { BODY_HEADERS, HEADER, OWN_HEADERS } from './headers.js';
+import type { AttachmentInfo, Message } from './message.js';
+
+/** The most MIME nesting a message may have; deeper mail is refused, not parsed. */
+export const MAX_MIME_DEPTH = 32;
+
+/** The most header bytes, across all parts, that a message may have. */
+export const MAX_HEADER_BYTES = 1024 * 1024;
+
+/** Where the message was found: the store knows these better than the message does. */
+export interface DeliveryContext {
+  topic: string;
+  group: string;
+}
+
+/** The domain of ids that mailbus derives for mail that came without a Message-ID. */
+export const DERIVED_ID_DOMAIN = 'derived.mailbus';
+
+/** A stable id for a message that has no Message-ID: a digest of its text. */
+export function derivedMessageId(raw: Buffer): string {
+  const digest = createHash('sha256').update(raw).digest('hex').slice(0, 32);
+  return `${digest}@${DERIVED_ID_DOMAIN}`;
+}
+
+function stripAngles(value: string): string {
+  const trimmed = value.trim();
+  return trimmed.startsWith('<') && trimmed.endsWith('>') ? trimmed.slice(1, -1) : trimmed;
+}
+
+function parseAttempts(value: string | undefined): number {
+  const attempts = Number.parseInt(value ?? '', 10);
+  return Number.isSafeInteger(attempts) && attempts > 0 ? attempts : 0;
+}
+
+function bodyText(content: ArrayBuffer | Uint8Array | string, charset: string): string {
+  if (typeof content === 'string') {
+    return content;
+  }
+  const bytes = content instanceof Uint8Array ? content : new Uint8Array(content);
+  try {
+    return new TextDecoder(charset, { fatal: true }).decode(bytes);
+  } catch (err) {
+    throw new MailbusError(
+      ERROR_CODES.INVALID_PAYLOAD,
+      `JSON body is not valid ${charset}: ${errorText(err)}`,
+      { cause: err },
+    );
+  }
+}
+
+function charsetOf(contentType: string): string {
+  const match = /;\s*charset\s*=\s*"?([^";\s]+)"?/i.exec(contentType);
+  return match?.[1] ?? 'utf-8';
+}
+
+/**
+ * Decodes a stored message. Throws EINVALIDPAYLOAD when the message says its body is JSON and
+ * it is not, and when the MIME structure is past the limits above: such a message cannot be
+ * handled, and the caller dead-letters it with the error as the reason.
+ */
+export async function decodeMessage(raw: Buffer, context: DeliveryContext): Promise<Message> {
+  let email;
+  try {
+    email = await PostalMime.parse(raw, {
+      maxNestingDepth: MAX_MIME_DEPTH,
+      maxHeadersSize: MAX_HEADER_BYTES,
+    });
+  } catch (err) {
+    throw new MailbusError(
+      ERROR_CODES.INVALID_PAYLOAD,
+      `message cannot be parsed as MIME: ${errorText(err)}`,
+      { cause: err },
+    );
+  }
+
+  const first = new Map<string, string>();
+  for (const header of email.headers) {
+    if (!first.has(header.key)) {
+      first.set(header.key, header.value);
+    }
+  }
+  const headers: Record<string, string> = {};
+  for (const [name, value] of first) {
+    if (!OWN_HEADERS.has(name) && !BODY_HEADERS.has(name)) {
+      headers[name] = decodeWords(value);
+    }
+  }
+
+  const contentType = (first.get('content-type') ?? 'text/plain').toLowerCase();
+  const mediaType = contentType.split(';')[0]?.trim() || 'text/plain';
+  let payload: unknown;
+  let payloadType = mediaType;
+  const attachments: AttachmentInfo[] = [];
+
+  if (mediaType === 'application/json') {
+    const part = email.attachments[0];
+    const json = part ? bodyText(part.content, charsetOf(contentType)) : '';
+    try {
+      payload = JSON.parse(json);
+    } catch (err) {
+      throw new MailbusError(
+        ERROR_CODES.INVALID_PAYLOAD,
+        `body is declared application/json but is not valid JSON: ${errorText(err)}`,
+        { cause: err },
+      );
+    }
+  } else {
+    for (const part of email.attachments) {
+      const size =
+        typeof part.content === 'string' ? Buffer.byteLength(part.content) : part.content.byteLength;
+      attachments.push({
+        filename: part.filename ?? undefined,
+        contentType: part.mimeType,
+        size,
+      });
+    }
+    if (email.text !== undefined) {
+      payload = email.text;
+      payloadType = 'text/plain';
+    } else if (email.html !== undefined) {
+      payload = email.html;
+      payloadType = 'text/html';
+    } else {
+      payload = null;
+    }
+  }
+
+  const messageId = first.get('message-id');
+  const priority = first.get(HEADER.priority.toLowerCase())?.trim().toLowerCase();
+  const flaggedHigh = priority === 'high' || first.get('x-priority')?.trim().startsWith('1');
+  const lastError = first.get(HEADER.lastError.toLowerCase());
+  const date = email.date ? new Date(email.date) : undefined;
+
+  return {
+    id: messageId ? stripAngles(messageId) : derivedMessageId(raw),
+    topic: context.topic,
+    group: context.group,
+    attempt: parseAttempts(first.get(HEADER.attempts.toLowerCase())) + 1,
+    key: first.get(HEADER.key.toLowerCase())?.trim() || undefined,
+    priority: flaggedHigh ? 'high' : 'normal',
+    subject: email.subject ?? '',
+    date: date && !Number.isNaN(date.getTime()) ? date : undefined,
+    headers,
+    payload,
+    contentType: payloadType,
+    attachments,
+    lastError: lastError ? decodeWords(lastError) : undefined,
+  };
+}

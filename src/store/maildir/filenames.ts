@@ -1,0 +1,53 @@
+// Maildir file names: a unique base name given at delivery, then `:2,` and the flags in
+// alphabetical order (D draft, F flagged, R replied, S seen, T trashed). See
+// https://cr.yp.to/proto/maildir.html and Dovecot's `,S=<size>` extension to the base name.
+
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+
+const INFO_SEPARATOR = ':2,';
+
+// Maildir forbids '/' and ':' in the host part; anything outside this set is dropped so that a
+// file name is also safe to print and to pass to a shell.
+const HOST = hostname().replace(/[^A-Za-z0-9.-]/g, '') || 'localhost';
+
+let deliveryCount = 0;
+
+/** A base name no other delivery on any machine will choose: time, pid, counter, randomness. */
+export function uniqueBaseName(size: number): string {
+  const now = Date.now();
+  const seconds = Math.floor(now / 1000);
+  const micros = (now % 1000) * 1000;
+  deliveryCount += 1;
+  const random = randomBytes(4).toString('hex');
+  return `${seconds}.M${micros}P${process.pid}Q${deliveryCount}R${random}.${HOST},S=${size}`;
+}
+
+export interface MaildirName {
+  base: string;
+  flags: string;
+}
+
+export function parseName(name: string): MaildirName {
+  const at = name.indexOf(INFO_SEPARATOR);
+  if (at === -1) {
+    return { base: name, flags: '' };
+  }
+  return { base: name.slice(0, at), flags: name.slice(at + INFO_SEPARATOR.length) };
+}
+
+/** The name of a file in `cur/`, with the flags sorted and without duplicates. */
+export function curName(base: string, flags: string): string {
+  const sorted = [...new Set(flags)].sort().join('');
+  return `${base}${INFO_SEPARATOR}${sorted}`;
+}
+
+export function withFlag(flags: string, flag: string): string {
+  return flags.includes(flag) ? flags : flags + flag;
+}
+
+export const FLAG = {
+  flagged: 'F',
+  seen: 'S',
+  trashed: 'T',
+} as const;

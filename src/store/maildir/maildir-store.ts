@@ -1,0 +1,237 @@
+// The embedded store: a queue in a Maildir++ directory, with no daemon. Several processes on one
+// machine may publish and consume at once; every claim is a rename(2), which exactly one process
+// wins. The same directory can be opened by Dovecot, mutt or neomutt, which see the topics and
+// groups as folders and the queue's state as flags and folders (see src/store/layout.ts).
+
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import type { MaildirConfig } from '../../config/connection.js';
+import type { ComposedMessage } from '../../message/compose.js';
+import type { Logger } from '../../log.js';
+import { DEFAULT_GROUP, Layout } from '../layout.js';
+import type { Claimer, ClaimerOptions, GroupStats, Store } from '../store.js';
+import { MaildirClaimer } from './claimer.js';
+import { curName, uniqueBaseName } from './filenames.js';
+import {
+  countMessages,
+  ensureFolder,
+  ensureRoot,
+  folderPath,
+  fsyncPath,
+  listDir,
+  storageError,
+  writeTmp,
+} from './folders.js';
+
+/** Maildir++ separates folder levels with a dot. */
+const DELIMITER = '.';
+
+export interface MaildirStoreOptions {
+  logger: Logger;
+}
+
+export class MaildirStore implements Store {
+  readonly kind = 'maildir' as const;
+  readonly location: string;
+  readonly layout = new Layout(DELIMITER);
+
+  private readonly root: string;
+  private readonly durable: boolean;
+  private readonly logger: Logger;
+  private readonly claimers = new Set<MaildirClaimer>();
+  // Group lists per topic, valid while the root directory's mtime is unchanged: creating a
+  // folder changes it, so a group subscribed a moment ago is seen by the next publish.
+  private groupCache = new Map<string, string[]>();
+  private groupCacheMtimeMs = -1;
+  private closed = false;
+
+  private constructor(config: MaildirConfig, options: MaildirStoreOptions) {
+    this.root = config.path;
+    this.location = config.path;
+    this.durable = config.fsync;
+    this.logger = options.logger.child({ sub: 'maildir', root: config.path });
+  }
+
+  static async open(config: MaildirConfig, options: MaildirStoreOptions): Promise<MaildirStore> {
+    ensureRoot(config.path);
+    return new MaildirStore(config, options);
+  }
+
+  async ensureTopic(topic: string): Promise<void> {
+    ensureFolder(this.root, this.layout.topic(topic));
+    if (this.listGroupsNow(topic).length === 0) {
+      await this.subscribe(topic, DEFAULT_GROUP);
+    }
+  }
+
+  async subscribe(topic: string, group: string): Promise<void> {
+    ensureFolder(this.root, this.layout.topic(topic));
+    ensureFolder(this.root, this.layout.group(topic, group));
+    ensureFolder(this.root, this.layout.archive(topic, group));
+    ensureFolder(this.root, this.layout.junk(topic, group));
+    this.logger.info({ event: 'group.subscribed', topic, group });
+  }
+
+  async listTopics(): Promise<string[]> {
+    const topics = new Set<string>();
+    for (const mailbox of this.folders()) {
+      const role = this.layout.parse(mailbox);
+      if (role?.role === 'topic') {
+        topics.add(role.topic);
+      }
+    }
+    return [...topics].sort();
+  }
+
+  async listGroups(topic: string): Promise<string[]> {
+    return this.listGroupsNow(topic);
+  }
+
+  async append(topic: string, messages: ComposedMessage[]): Promise<void> {
+    if (messages.length === 0) {
+      return;
+    }
+    await this.ensureTopic(topic);
+    const groups = this.listGroupsNow(topic);
+    const topicDir = folderPath(this.root, this.layout.topic(topic));
+    const touched = new Set<string>();
+
+    // Write each message once into the topic's tmp/, durable before anything links to it.
+    const written: Array<{ message: ComposedMessage; base: string; tmp: string }> = [];
+    try {
+      const writes = messages.map(async (message) => {
+        const base = uniqueBaseName(message.raw.length);
+        const tmp = await writeTmp(topicDir, base, message.raw, this.durable);
+        written.push({ message, base, tmp });
+      });
+      await Promise.all(writes);
+    } catch (err) {
+      for (const { tmp } of written) {
+        fs.rmSync(tmp, { force: true });
+      }
+      throw storageError(`cannot write a message into topic ${topic}`, err);
+    }
+
+    // One hard link per group: the copies share the text, and each has its own name and flags.
+    // Then the tmp/ file itself moves into the topic's inbox.
+    try {
+      for (const { message, base, tmp } of written) {
+        const target = placement(base, message.priority === 'high');
+        for (const group of groups) {
+          const groupDir = folderPath(this.root, this.layout.group(topic, group));
+          fs.linkSync(tmp, join(groupDir, target));
+          touched.add(join(groupDir, target.slice(0, 3)));
+        }
+        fs.renameSync(tmp, join(topicDir, target));
+        touched.add(join(topicDir, target.slice(0, 3)));
+      }
+    } catch (err) {
+      throw storageError(`cannot deliver a message into topic ${topic}`, err);
+    }
+
+    if (this.durable) {
+      try {
+        await Promise.all([...touched].map((dir) => fsyncPath(dir)));
+      } catch (err) {
+        throw storageError(`cannot sync the folders of topic ${topic}`, err);
+      }
+    }
+  }
+
+  async claimer(topic: string, group: string, options: ClaimerOptions): Promise<Claimer> {
+    await this.ensureTopic(topic);
+    if (!this.listGroupsNow(topic).includes(group)) {
+      await this.subscribe(topic, group);
+    }
+    const claimer = new MaildirClaimer({
+      root: this.root,
+      layout: this.layout,
+      topic,
+      group,
+      consumer: options.consumer,
+      durable: this.durable,
+      logger: this.logger,
+      onClose: () => this.claimers.delete(claimer),
+    });
+    claimer.start();
+    this.claimers.add(claimer);
+    return claimer;
+  }
+
+  async stats(topic?: string): Promise<GroupStats[]> {
+    const topics = topic === undefined ? await this.listTopics() : [this.layout.topic(topic)];
+    const folders = this.folders();
+    const result: GroupStats[] = [];
+    for (const name of topics) {
+      for (const group of this.listGroupsNow(name)) {
+        const inProgress = this.layout.inProgress(name, group);
+        const inFlight = folders
+          .filter((mailbox) => mailbox.startsWith(inProgress + DELIMITER))
+          .reduce((sum, mailbox) => sum + countMessages(this.root, mailbox), 0);
+        result.push({
+          topic: name,
+          group,
+          waiting: countMessages(this.root, this.layout.group(name, group)),
+          inFlight,
+          handled: countMessages(this.root, this.layout.archive(name, group)),
+          dead: countMessages(this.root, this.layout.junk(name, group)),
+        });
+      }
+    }
+    return result;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) {
+      return;
+    }
+    this.closed = true;
+    await Promise.all([...this.claimers].map((claimer) => claimer.close()));
+  }
+
+  /** Every folder of the Maildir++, by mailbox name. */
+  private folders(): string[] {
+    return listDir(this.root)
+      .filter((entry) => entry.startsWith('.') && entry !== '.' && entry !== '..')
+      .map((entry) => entry.slice(1));
+  }
+
+  private listGroupsNow(topic: string): string[] {
+    this.layout.topic(topic);
+    let mtimeMs: number;
+    try {
+      mtimeMs = fs.statSync(this.root).mtimeMs;
+    } catch (err) {
+      throw storageError(`cannot read the Maildir at ${this.root}`, err);
+    }
+    if (mtimeMs !== this.groupCacheMtimeMs) {
+      this.groupCache = this.scanGroups();
+      this.groupCacheMtimeMs = mtimeMs;
+    }
+    return this.groupCache.get(topic) ?? [];
+  }
+
+  private scanGroups(): Map<string, string[]> {
+    const groups = new Map<string, string[]>();
+    for (const mailbox of this.folders()) {
+      const role = this.layout.parse(mailbox);
+      if (role?.role === 'group' && fs.existsSync(join(folderPath(this.root, mailbox), 'new'))) {
+        const list = groups.get(role.topic) ?? [];
+        list.push(role.group);
+        groups.set(role.topic, list);
+      }
+    }
+    for (const list of groups.values()) {
+      list.sort();
+    }
+    return groups;
+  }
+}
+
+/**
+ * Where a newly delivered file goes inside a folder: `new/` as Maildir delivery expects, or
+ * `cur/` with the F flag for a high-priority message, because a file in new/ carries no flags.
+ */
+export function placement(base: string, flagged: boolean): string {
+  return flagged ? join('cur', curName(base, 'F')) : join('new', base);
+}

@@ -1,0 +1,200 @@
+// One suite of behaviour that every store must show, run against the Maildir store and against
+// Dovecot over IMAP. It speaks only the Store interface.
+
+import { randomBytes } from 'node:crypto';
+import { afterAll, describe, expect, it } from 'vitest';
+import { composeMessage } from '../../src/message/compose.js';
+import type { ComposedMessage } from '../../src/message/compose.js';
+import type { OutgoingMessage } from '../../src/message/message.js';
+import type { Claim, Claimer, Store } from '../../src/store/store.js';
+
+export function uniqueTopic(prefix: string): string {
+  return `${prefix}-${randomBytes(4).toString('hex')}`;
+}
+
+export async function compose(
+  topic: string,
+  messages: OutgoingMessage[],
+): Promise<ComposedMessage[]> {
+  const options = { from: 'test <test@example.org>', maxMessageBytes: 1 << 20 };
+  return Promise.all(messages.map((message) => composeMessage(topic, message, options)));
+}
+
+function idOf(claim: Claim): string {
+  const match = /^Message-ID:\s*<([^>]+)>/im.exec(claim.raw.toString('latin1'));
+  return match?.[1] ?? '';
+}
+
+/** Claims until `count` claims were made or nothing more arrives for a while. */
+async function claimAll(claimer: Claimer, count: number, batch = 50): Promise<Claim[]> {
+  const claims: Claim[] = [];
+  let emptyRounds = 0;
+  while (claims.length < count && emptyRounds < 20) {
+    const got = await claimer.claim(batch);
+    claims.push(...got);
+    emptyRounds = got.length === 0 ? emptyRounds + 1 : 0;
+    if (got.length === 0) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  return claims;
+}
+
+export function describeStoreConformance(name: string, openStore: () => Promise<Store>): void {
+  describe(`${name} store conformance`, () => {
+    const opened: Store[] = [];
+    const open = async (): Promise<Store> => {
+      const store = await openStore();
+      opened.push(store);
+      return store;
+    };
+    afterAll(async () => {
+      await Promise.all(opened.map((store) => store.close()));
+    });
+
+    it('stores, claims and acks messages, and counts them at each step', async () => {
+      const store = await open();
+      const topic = uniqueTopic('basic');
+      const messages = await compose(topic, [{ payload: { n: 1 } }, { payload: { n: 2 } }]);
+      await store.append(topic, messages);
+
+      expect(await store.listGroups(topic)).toEqual(['default']);
+      expect(await store.listTopics()).toContain(topic);
+      expect(await store.stats(topic)).toEqual([
+        { topic, group: 'default', waiting: 2, inFlight: 0, handled: 0, dead: 0 },
+      ]);
+
+      const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
+      const claims = await claimAll(claimer, 2);
+      expect(claims.map(idOf).sort()).toEqual(messages.map((m) => m.id).sort());
+      expect((await store.stats(topic))[0]).toMatchObject({ waiting: 0, inFlight: 2 });
+
+      await claimer.ack(claims);
+      expect((await store.stats(topic))[0]).toMatchObject({ waiting: 0, inFlight: 0, handled: 2 });
+      expect(await claimer.claim(10)).toEqual([]);
+      await claimer.close();
+    });
+
+    it('gives every subscribed group its own copy, and none to a later group', async () => {
+      const store = await open();
+      const topic = uniqueTopic('fanout');
+      await store.ensureTopic(topic);
+      await store.subscribe(topic, 'analytics');
+      await store.append(topic, await compose(topic, [{ payload: 1 }, { payload: 2 }]));
+      await store.subscribe(topic, 'late');
+
+      const byGroup = Object.fromEntries(
+        (await store.stats(topic)).map((row) => [row.group, row.waiting]),
+      );
+      expect(byGroup).toEqual({ analytics: 2, default: 2, late: 0 });
+
+      const claimer = await store.claimer(topic, 'analytics', { consumer: 'c1' });
+      const claims = await claimAll(claimer, 2);
+      expect(claims).toHaveLength(2);
+      await claimer.ack(claims);
+      await claimer.close();
+      const after = await store.stats(topic);
+      expect(after.find((row) => row.group === 'default')?.waiting).toBe(2);
+    });
+
+    it('puts a released message back, as it was or rewritten', async () => {
+      const store = await open();
+      const topic = uniqueTopic('release');
+      const [message] = await compose(topic, [{ payload: { retry: true } }]);
+      await store.append(topic, [message as ComposedMessage]);
+      const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
+
+      const [first] = await claimAll(claimer, 1);
+      await claimer.release(first as Claim);
+      const [second] = await claimAll(claimer, 1);
+      expect(second?.raw.equals(message?.raw as Buffer)).toBe(true);
+
+      const rewritten = Buffer.concat([Buffer.from('X-Test-Rewritten: yes\r\n'), message!.raw]);
+      await claimer.release(second as Claim, { raw: rewritten });
+      const [third] = await claimAll(claimer, 1);
+      expect(third?.raw.toString()).toContain('X-Test-Rewritten: yes');
+      expect(idOf(third as Claim)).toBe(message?.id);
+
+      await claimer.ack([third as Claim]);
+      expect((await store.stats(topic))[0]).toMatchObject({ waiting: 0, inFlight: 0, handled: 1 });
+      await claimer.close();
+    });
+
+    it('moves a dead letter to the dead-letter mailbox', async () => {
+      const store = await open();
+      const topic = uniqueTopic('dead');
+      await store.append(topic, await compose(topic, [{ payload: 'poison' }]));
+      const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
+      const [claim] = await claimAll(claimer, 1);
+      await claimer.deadLetter(claim as Claim, Buffer.from('Subject: report\r\n\r\nfailed\r\n'));
+      expect((await store.stats(topic))[0]).toMatchObject({ waiting: 0, inFlight: 0, dead: 1 });
+      await claimer.close();
+    });
+
+    it('hands out high-priority messages first', async () => {
+      const store = await open();
+      const topic = uniqueTopic('priority');
+      const normal = await compose(topic, [{ payload: 'a' }, { payload: 'b' }]);
+      const urgent = await compose(topic, [{ payload: 'urgent', priority: 'high' }]);
+      await store.append(topic, normal);
+      await store.append(topic, urgent);
+      const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
+      const [first] = await claimer.claim(1);
+      expect(idOf(first as Claim)).toBe(urgent[0]?.id);
+      await claimer.ack([first as Claim, ...(await claimAll(claimer, 2))]);
+      await claimer.close();
+    });
+
+    it('wakes a waiting claimer when a message arrives', async () => {
+      const store = await open();
+      const topic = uniqueTopic('wake');
+      const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
+      expect(await claimer.claim(1)).toEqual([]);
+      const waitTimeoutMs = 10_000;
+      const started = Date.now();
+      const waited = claimer.waitForMessages(waitTimeoutMs, new AbortController().signal);
+      await store.append(topic, await compose(topic, [{ payload: 'hello' }]));
+      await waited;
+      expect(Date.now() - started).toBeLessThan(waitTimeoutMs);
+      const claims = await claimAll(claimer, 1);
+      expect(claims).toHaveLength(1);
+      await claimer.ack(claims);
+      await claimer.close();
+    });
+
+    it('lets exactly one of four competing claimers have each message', async () => {
+      const publisher = await open();
+      const topic = uniqueTopic('compete');
+      const total = 400;
+      const payloads = Array.from({ length: total }, (_, n) => ({ payload: { n } }));
+      const messages = await compose(topic, payloads);
+      for (let start = 0; start < total; start += 100) {
+        await publisher.append(topic, messages.slice(start, start + 100));
+      }
+
+      const stores = await Promise.all([open(), open(), open(), open()]);
+      const claimers = await Promise.all(
+        stores.map((store, i) => store.claimer(topic, 'default', { consumer: `c${i}` })),
+      );
+      const perClaimer = await Promise.all(
+        claimers.map(async (claimer) => {
+          const ids: string[] = [];
+          for (;;) {
+            const claims = await claimer.claim(25);
+            if (claims.length === 0) {
+              break;
+            }
+            ids.push(...claims.map(idOf));
+            await claimer.ack(claims);
+          }
+          return ids;
+        }),
+      );
+      const all = perClaimer.flat();
+      expect(all).toHaveLength(total);
+      expect(new Set(all).size).toBe(total);
+      expect((await publisher.stats(topic))[0]).toMatchObject({ waiting: 0, handled: total });
+      await Promise.all(claimers.map((claimer) => claimer.close()));
+    });
+  });
+}
