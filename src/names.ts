@@ -78,5 +78,9 @@ export function checkKey(key: unknown): string {
 
 // Keep error messages on one line whatever the caller passed.
 function printable(text: string): string {
-  return text.replace(/[\x00-\x1f\x7f]/g, '?').slice(0, NAME_MAX_LENGTH + 8);
+  const shown = [...text].map((char) => {
+    const code = char.codePointAt(0) ?? 0;
+    return code < 0x20 || code === 0x7f ? '?' : char;
+  });
+  return shown.join('').slice(0, NAME_MAX_LENGTH + 8);
 }

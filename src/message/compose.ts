@@ -12,6 +12,9 @@ import type { OutgoingMessage, Priority } from './message.js';
 /** Default largest message, headers included: well under common server limits (25 MB+). */
 export const DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024;
 
+/** RFC 5322's hard limit on a line, CRLF excluded. */
+const MAX_LINE_LENGTH = 998;
+
 /** How many characters of the payload the default Subject shows. */
 const SUBJECT_PREVIEW_LENGTH = 60;
 
@@ -98,8 +101,8 @@ export function encodePayload(payload: unknown): string {
   });
 }
 
-function defaultSubject(topic: string, json: string): string {
-  const compact = json.replace(/\s+/g, ' ');
+function defaultSubject(topic: string, payload: unknown): string {
+  const compact = JSON.stringify(payload);
   const preview =
     compact.length > SUBJECT_PREVIEW_LENGTH
       ? compact.slice(0, SUBJECT_PREVIEW_LENGTH - 1) + '…'
@@ -132,7 +135,7 @@ export async function composeMessage(
 
   const node = new MimeNode('application/json; charset=utf-8');
   node.setHeader('From', options.from);
-  node.setHeader('Subject', message.subject ?? defaultSubject(topic, json));
+  node.setHeader('Subject', message.subject ?? defaultSubject(topic, message.payload));
   node.setHeader('Message-ID', `<${id}>`);
   node.setHeader(HEADER.topic, topic);
   if (key !== undefined) {
@@ -144,6 +147,10 @@ export async function composeMessage(
   for (const [name, value] of Object.entries(message.headers ?? {})) {
     node.setHeader(...checkHeader(name, value));
   }
+  // The JSON is 7-bit already; only a line too long for mail needs quoted-printable. nodemailer
+  // would pick base64 for any non-text type, which no person can read in a mail client.
+  const longLine = json.split('\n').some((line) => line.length > MAX_LINE_LENGTH);
+  node.setHeader('Content-Transfer-Encoding', longLine ? 'quoted-printable' : '7bit');
   node.setContent(json);
   const raw = await build(node);
 

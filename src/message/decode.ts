@@ -114,7 +114,9 @@ export async function decodeMessage(raw: Buffer, context: DeliveryContext): Prom
   } else {
     for (const part of email.attachments) {
       const size =
-        typeof part.content === 'string' ? Buffer.byteLength(part.content) : part.content.byteLength;
+        typeof part.content === 'string'
+          ? Buffer.byteLength(part.content)
+          : part.content.byteLength;
       attachments.push({
         filename: part.filename ?? undefined,
         contentType: part.mimeType,

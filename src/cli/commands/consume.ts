@@ -1,0 +1,166 @@
+// `mailbus consume TOPIC`: runs a worker. Without --exec it prints each message as one JSON line
+// and acks it; with --exec it runs a shell command per message (payload on stdin, metadata in
+// MAILBUS_* variables) and acks when the command exits 0.
+
+import { spawn } from 'node:child_process';
+import type { Command } from 'commander';
+import { connect } from '../../client.js';
+import type { Message } from '../../message/message.js';
+import type { GlobalFlags } from '../options.js';
+import { addConnectionFlags, connectOptions, parseCount, parseDurationMs } from '../options.js';
+
+interface ConsumeFlags extends GlobalFlags {
+  group: string;
+  exec?: string;
+  concurrency: number;
+  prefetch?: number;
+  max?: number;
+  wait?: number;
+  maxAttempts?: number;
+}
+
+/** Most bytes of a failed command's stderr kept as the attempt's error. */
+const EXEC_ERROR_TAIL_BYTES = 500;
+
+// Variables that hold secrets of the worker itself: a handler command has no need of them.
+const SECRET_VARIABLES = [
+  'MAILBUS_URL',
+  'MAILBUS_SMTP_URL',
+  'MAILBUS_PASSWORD',
+  'MAILBUS_PASSWORD_FILE',
+  'MAILBUS_SIGNING_KEY',
+  'MAILBUS_VERIFY_KEYS',
+  'MAILBUS_DASHBOARD_TOKEN',
+];
+
+/** The payload as a command reads it: text as it is, anything else as compact JSON. */
+export function payloadText(message: Message): string {
+  return typeof message.payload === 'string' && message.contentType !== 'application/json'
+    ? message.payload
+    : JSON.stringify(message.payload);
+}
+
+function messageLine(message: Message): string {
+  const { id, topic, group, attempt, headers, payload } = message;
+  return JSON.stringify({ id, topic, group, attempt, key: message.key, headers, payload });
+}
+
+function execEnvironment(message: Message): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of SECRET_VARIABLES) {
+    delete env[name];
+  }
+  return {
+    ...env,
+    MAILBUS_ID: message.id,
+    MAILBUS_TOPIC: message.topic,
+    MAILBUS_GROUP: message.group,
+    MAILBUS_ATTEMPT: String(message.attempt),
+    MAILBUS_KEY: message.key ?? '',
+    MAILBUS_PRIORITY: message.priority,
+    MAILBUS_SUBJECT: message.subject,
+    MAILBUS_CONTENT_TYPE: message.contentType,
+    MAILBUS_HEADERS: JSON.stringify(message.headers),
+  };
+}
+
+/**
+ * Runs `command` through /bin/sh for one message. The message never becomes part of the command
+ * line: the payload goes to stdin and the metadata into the environment, so no content of a
+ * message can be run as shell code.
+ */
+export function runCommand(command: string, message: Message): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', command], {
+      env: execEnvironment(message),
+      stdio: ['pipe', 'inherit', 'pipe'],
+    });
+    let stderrTail = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      process.stderr.write(chunk);
+      stderrTail = (stderrTail + chunk.toString('utf8')).slice(-EXEC_ERROR_TAIL_BYTES);
+    });
+    child.stdin.on('error', () => undefined); // a command that does not read stdin is fine
+    child.stdin.end(payloadText(message));
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      if (code === 0) {
+        resolve();
+        return;
+      }
+      const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+      const detail = stderrTail.trim() ? `: ${stderrTail.trim()}` : '';
+      reject(new Error(`command ${how}${detail}`));
+    });
+  });
+}
+
+export function registerConsume(program: Command): void {
+  const command = program
+    .command('consume')
+    .description('run a worker: print (or --exec) each message of a group, then ack it')
+    .argument('<topic>', 'topic name')
+    .option('--group <group>', 'consumer group', 'default')
+    .option('--exec <command>', 'run this shell command per message; exit 0 acks it')
+    .option('--concurrency <n>', 'messages handled at once', parseCount('--concurrency'), 1)
+    .option(
+      '--prefetch <n>',
+      'messages claimed ahead (default: the concurrency)',
+      parseCount('--prefetch'),
+    )
+    .option('--max <n>', 'exit 0 after this many messages', parseCount('--max'))
+    .option(
+      '--wait <duration>',
+      'exit 0 once nothing arrived for this long (10s, 2m)',
+      parseDurationMs('--wait'),
+    )
+    .option(
+      '--max-attempts <n>',
+      'attempts before a message is dead-lettered',
+      parseCount('--max-attempts'),
+    )
+    .addHelpText(
+      'after',
+      `
+--exec runs the command with /bin/sh for each message. The payload arrives on stdin (text as it
+is, JSON compact); MAILBUS_ID, MAILBUS_TOPIC, MAILBUS_GROUP, MAILBUS_ATTEMPT, MAILBUS_KEY,
+MAILBUS_PRIORITY, MAILBUS_SUBJECT, MAILBUS_CONTENT_TYPE and MAILBUS_HEADERS (JSON) describe it.
+
+Examples:
+  mailbus consume orders
+  mailbus consume orders --group billing --exec './bill.sh' --concurrency 4
+  mailbus consume orders --max 100 --wait 5s > orders.jsonl`,
+    );
+  addConnectionFlags(command).action(async (topic: string, flags: ConsumeFlags) => {
+    const bus = await connect(connectOptions(flags));
+    const execCommand = flags.exec;
+    const handler = execCommand
+      ? (message: Message) => runCommand(execCommand, message)
+      : (message: Message) => {
+          process.stdout.write(`${messageLine(message)}\n`);
+        };
+
+    const worker = bus.consume(topic, handler, {
+      group: flags.group,
+      concurrency: flags.concurrency,
+      prefetch: flags.prefetch,
+      maxMessages: flags.max,
+      idleTimeoutMs: flags.wait,
+      maxAttempts: flags.maxAttempts,
+    });
+    worker.on('warning', (err) => {
+      process.stderr.write(`mailbus: warning: ${err.message}\n`);
+    });
+    const stop = (): void => void worker.close();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+
+    try {
+      await worker.done;
+    } finally {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      await bus.close();
+    }
+  });
+}

@@ -1,0 +1,46 @@
+// `mailbus stats [TOPIC]`: per topic and group, how many messages wait, are in flight, were
+// handled, and are dead.
+
+import type { Command } from 'commander';
+import { connect } from '../../client.js';
+import type { GlobalFlags } from '../options.js';
+import { addConnectionFlags, connectOptions } from '../options.js';
+import { formatNumber, table } from '../output.js';
+
+interface StatsFlags extends GlobalFlags {
+  json?: boolean;
+}
+
+export function registerStats(program: Command): void {
+  const command = program
+    .command('stats')
+    .description('show waiting, in-flight, handled and dead messages per topic and group')
+    .argument('[topic]', 'only this topic')
+    .option('--json', 'print one JSON object');
+  addConnectionFlags(command).action(async (topic: string | undefined, flags: StatsFlags) => {
+    const bus = await connect(connectOptions(flags));
+    try {
+      const rows = await bus.stats(topic);
+      if (flags.json) {
+        process.stdout.write(`${JSON.stringify({ groups: rows })}\n`);
+        return;
+      }
+      if (rows.length === 0) {
+        process.stdout.write(`no topics in ${bus.store.location}\n`);
+        return;
+      }
+      const header = ['TOPIC', 'GROUP', 'WAITING', 'IN FLIGHT', 'HANDLED', 'DEAD'];
+      const cells = rows.map((row) => [
+        row.topic,
+        row.group,
+        formatNumber(row.waiting),
+        formatNumber(row.inFlight),
+        formatNumber(row.handled),
+        formatNumber(row.dead),
+      ]);
+      process.stdout.write(`${table(header, cells)}\n`);
+    } finally {
+      await bus.close();
+    }
+  });
+}

@@ -1,0 +1,334 @@
+// The consumer loop: claims a group's messages, runs the handler on each with bounded
+// concurrency, acks what succeeded and puts back what failed. Claims are fetched in batches
+// (one store round trip for many messages) into a small local buffer; a message in the buffer
+// is claimed but not started, and goes back to the group untouched when the worker stops.
+
+import { EventEmitter } from 'node:events';
+import { ERROR_CODES, MailbusError, errorText } from '../errors.js';
+import type { Logger } from '../log.js';
+import { decodeMessage } from '../message/decode.js';
+import { HEADER } from '../message/headers.js';
+import type { Message } from '../message/message.js';
+import { setHeaders } from '../message/rewrite.js';
+import type { Claim, Claimer } from '../store/store.js';
+import { AckBatch } from './ack-batch.js';
+
+export type Handler = (message: Message) => unknown;
+
+/** How long the loop waits for a store event before it looks again by itself. */
+export const POLL_INTERVAL_MS = 1000;
+/** Default number of attempts before a message is dead-lettered. */
+export const DEFAULT_MAX_ATTEMPTS = 5;
+/** Default time a stopping worker gives running handlers to finish. */
+export const DEFAULT_GRACE_MS = 10_000;
+/** First pause after a failed claim (a dropped connection); doubles up to the maximum. */
+const CLAIM_RETRY_MIN_MS = 200;
+const CLAIM_RETRY_MAX_MS = 10_000;
+
+export interface WorkerOptions {
+  topic: string;
+  group: string;
+  consumer: string;
+  /** Handlers running at once. */
+  concurrency: number;
+  /** Messages claimed ahead of free handler slots. */
+  prefetch: number;
+  /** Stop after this many messages were settled (handled, failed or dead-lettered). */
+  maxMessages?: number;
+  /** Stop once nothing has arrived for this long. */
+  idleTimeoutMs?: number;
+  /** Attempts before a failing message goes to the dead-letter mailbox. */
+  maxAttempts: number;
+  graceMs: number;
+  logger: Logger;
+}
+
+export type StopReason = 'closed' | 'max' | 'idle';
+
+export interface WorkerSummary {
+  /** Messages whose handler succeeded and that were acked. */
+  handled: number;
+  /** Attempts that failed and were put back for another try. */
+  failed: number;
+  /** Messages moved to the dead-letter mailbox. */
+  deadLettered: number;
+  reason: StopReason;
+}
+
+export interface WorkerEvents {
+  /** Non-fatal trouble: a claim or ack that failed; the worker carries on. */
+  warning: [error: Error];
+  /** A message was settled. */
+  settled: [message: Message | undefined, outcome: 'acked' | 'failed' | 'dead'];
+}
+
+export class Worker extends EventEmitter<WorkerEvents> {
+  readonly id: string;
+  /** Resolves when the worker has stopped, for whichever reason. */
+  readonly done: Promise<WorkerSummary>;
+
+  private readonly options: WorkerOptions;
+  private readonly claimerReady: Promise<Claimer>;
+  private readonly handler: Handler;
+  private readonly logger: Logger;
+  private readonly abort = new AbortController();
+  private readonly buffer: Claim[] = [];
+  private readonly active = new Set<Promise<void>>();
+  private acks: AckBatch | undefined;
+  private stopReason: StopReason | undefined;
+  private started = 0;
+  private settledCount = 0;
+  private lastArrival = Date.now();
+  private readonly summary: WorkerSummary = {
+    handled: 0,
+    failed: 0,
+    deadLettered: 0,
+    reason: 'closed',
+  };
+
+  constructor(claimer: Promise<Claimer>, handler: Handler, options: WorkerOptions) {
+    super();
+    this.options = options;
+    this.id = options.consumer;
+    this.claimerReady = claimer;
+    this.handler = handler;
+    this.logger = options.logger.child({ sub: 'worker', worker: options.consumer });
+    this.done = this.run();
+    // The caller awaits `done` or `close()`; a rejection is reported there, not as unhandled.
+    this.done.catch(() => undefined);
+  }
+
+  /** Stops claiming, lets running handlers finish, hands back what was not started. */
+  close(): Promise<WorkerSummary> {
+    this.stop('closed');
+    return this.done;
+  }
+
+  private stop(reason: StopReason): void {
+    if (this.stopReason === undefined) {
+      this.stopReason = reason;
+      this.abort.abort();
+    }
+  }
+
+  private async run(): Promise<WorkerSummary> {
+    const claimer = await this.claimerReady;
+    this.acks = new AckBatch((claims) => claimer.ack(claims));
+    this.logger.info({ event: 'worker.started', topic: this.options.topic });
+
+    try {
+      await this.loop(claimer);
+    } finally {
+      await this.shutdown(claimer);
+    }
+    this.summary.reason = this.stopReason ?? 'closed';
+    this.logger.info({ event: 'worker.stopped', ...this.summary });
+    return { ...this.summary };
+  }
+
+  private async loop(claimer: Claimer): Promise<void> {
+    const { concurrency, prefetch } = this.options;
+    let retryMs = CLAIM_RETRY_MIN_MS;
+
+    while (this.stopReason === undefined) {
+      const wanted = Math.min(prefetch + concurrency - this.active.size, this.budget());
+      if (this.buffer.length === 0 && wanted > 0) {
+        try {
+          const claims = await claimer.claim(wanted);
+          retryMs = CLAIM_RETRY_MIN_MS;
+          if (claims.length > 0) {
+            this.lastArrival = Date.now();
+            this.buffer.push(...claims);
+          }
+        } catch (err) {
+          this.warn(err, 'claim');
+          await this.pause(retryMs);
+          retryMs = Math.min(retryMs * 2, CLAIM_RETRY_MAX_MS);
+          continue;
+        }
+      }
+
+      while (this.buffer.length > 0 && this.active.size < concurrency && this.budget() > 0) {
+        this.startHandler(claimer, this.buffer.shift() as Claim);
+      }
+
+      if (this.stopReason !== undefined) {
+        break;
+      }
+      if (this.maxReached()) {
+        await Promise.all(this.active);
+        this.stop('max');
+        break;
+      }
+      if (this.active.size >= concurrency || (this.buffer.length > 0 && this.active.size > 0)) {
+        await Promise.race(this.active);
+        continue;
+      }
+      if (this.buffer.length === 0) {
+        await this.idle(claimer);
+      }
+    }
+  }
+
+  /** How many more messages this worker may start, given maxMessages. */
+  private budget(): number {
+    const { maxMessages } = this.options;
+    return maxMessages === undefined ? Infinity : maxMessages - this.started;
+  }
+
+  private maxReached(): boolean {
+    return this.options.maxMessages !== undefined && this.started >= this.options.maxMessages;
+  }
+
+  /** Nothing to do: wait for new messages, a finished handler, or the idle timeout. */
+  private async idle(claimer: Claimer): Promise<void> {
+    const { idleTimeoutMs } = this.options;
+    let waitMs = POLL_INTERVAL_MS;
+    if (idleTimeoutMs !== undefined && this.active.size === 0) {
+      const left = this.lastArrival + idleTimeoutMs - Date.now();
+      if (left <= 0) {
+        this.stop('idle');
+        return;
+      }
+      waitMs = Math.min(waitMs, left);
+    }
+    const arrival = claimer.waitForMessages(waitMs, this.abort.signal);
+    await Promise.race([arrival, ...this.active]);
+  }
+
+  private startHandler(claimer: Claimer, claim: Claim): void {
+    this.started += 1;
+    const task = this.handle(claimer, claim).finally(() => {
+      this.active.delete(task);
+    });
+    this.active.add(task);
+  }
+
+  private async handle(claimer: Claimer, claim: Claim): Promise<void> {
+    const { topic, group } = this.options;
+    let message: Message;
+    try {
+      message = await decodeMessage(claim.raw, { topic, group });
+    } catch (err) {
+      // A message that cannot be decoded will never succeed: it goes to the dead letters at once.
+      await this.deadLetter(claimer, claim, undefined, err);
+      return;
+    }
+
+    try {
+      await this.handler(message);
+    } catch (err) {
+      await this.fail(claimer, claim, message, err);
+      return;
+    }
+
+    try {
+      await this.acks?.add(claim);
+      this.summary.handled += 1;
+      this.settle(message, 'acked');
+    } catch (err) {
+      this.warn(err, 'ack');
+    }
+  }
+
+  private async fail(claimer: Claimer, claim: Claim, message: Message, err: unknown) {
+    this.logger.info({
+      event: 'message.failed',
+      id: message.id,
+      attempt: message.attempt,
+      err: errorText(err),
+    });
+    if (message.attempt >= this.options.maxAttempts) {
+      await this.deadLetter(claimer, claim, message, err);
+      return;
+    }
+    const raw = setHeaders(claim.raw, {
+      [HEADER.attempts]: String(message.attempt),
+      [HEADER.lastError]: errorText(err),
+      ...missingMessageId(message),
+    });
+    try {
+      await claimer.release(claim, { raw });
+      this.summary.failed += 1;
+      this.settle(message, 'failed');
+    } catch (releaseErr) {
+      this.warn(releaseErr, 'release');
+    }
+  }
+
+  private async deadLetter(
+    claimer: Claimer,
+    claim: Claim,
+    message: Message | undefined,
+    err: unknown,
+  ): Promise<void> {
+    const attempts = message?.attempt ?? 1;
+    const raw = setHeaders(claim.raw, {
+      [HEADER.attempts]: String(attempts),
+      [HEADER.lastError]: errorText(err),
+    });
+    try {
+      await claimer.deadLetter(claim, raw);
+      this.summary.deadLettered += 1;
+      this.logger.warn({ event: 'message.dead', id: message?.id, err: errorText(err) });
+      this.settle(message, 'dead');
+    } catch (storeErr) {
+      this.warn(storeErr, 'dead-letter');
+    }
+  }
+
+  private settle(message: Message | undefined, outcome: 'acked' | 'failed' | 'dead'): void {
+    this.settledCount += 1;
+    this.emit('settled', message, outcome);
+  }
+
+  private warn(err: unknown, action: string): void {
+    const error =
+      err instanceof Error
+        ? err
+        : new MailbusError(ERROR_CODES.STORAGE, `${action} failed: ${errorText(err)}`);
+    this.logger.warn({ event: `${action}.failed`, err: error.message });
+    this.emit('warning', error);
+  }
+
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.abort.signal.addEventListener('abort', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /** The ordered cleanup: hand back, wait for handlers, flush acks, close the claimer. */
+  private async shutdown(claimer: Claimer): Promise<void> {
+    for (const claim of this.buffer.splice(0)) {
+      try {
+        await claimer.release(claim);
+      } catch (err) {
+        this.warn(err, 'release');
+      }
+    }
+
+    const grace = new Promise<'timeout'>((resolve) => {
+      setTimeout(() => resolve('timeout'), this.options.graceMs).unref();
+    });
+    const finished = await Promise.race([Promise.all(this.active).then(() => 'done'), grace]);
+    if (finished === 'timeout') {
+      this.logger.warn({ event: 'worker.grace_expired', running: this.active.size });
+    }
+
+    try {
+      await this.acks?.flush();
+    } catch (err) {
+      this.warn(err, 'ack');
+    }
+    await claimer.close();
+  }
+}
+
+// A message that came without a Message-ID keeps its derived id on the way round.
+function missingMessageId(message: Message): Record<string, string> {
+  return message.headers['message-id'] === undefined ? { 'Message-ID': `<${message.id}>` } : {};
+}

@@ -1,0 +1,48 @@
+// Connection details of the test Dovecot and Postfix, for the library and the command line.
+
+import { inject } from 'vitest';
+import type { ConnectOptions } from '../../src/index.js';
+
+export function mailServers() {
+  return inject('mailServers');
+}
+
+/** The queue account's IMAP URL, without the password (which goes in MAILBUS_PASSWORD). */
+export function imapUrl(): string {
+  const info = mailServers();
+  return `imap://${info.user}@${info.host}:${info.imapPort}`;
+}
+
+export function smtpUrl(): string {
+  const info = mailServers();
+  return `smtp://${info.host}:${info.smtpPort}`;
+}
+
+export function queueAddress(): string {
+  const info = mailServers();
+  return `${info.user}@${info.domain}`;
+}
+
+/** Library options for the queue account over IMAP, optionally publishing through Postfix. */
+export function imapOptions(withSmtp = false): ConnectOptions {
+  const info = mailServers();
+  return {
+    url: imapUrl(),
+    password: info.password,
+    tlsCaFile: info.caFile,
+    smtpUrl: withSmtp ? smtpUrl() : undefined,
+    address: queueAddress(),
+  };
+}
+
+/** The same as environment variables for the command line. */
+export function imapEnv(withSmtp = false): NodeJS.ProcessEnv {
+  const info = mailServers();
+  return {
+    MAILBUS_URL: imapUrl(),
+    MAILBUS_PASSWORD: info.password,
+    MAILBUS_TLS_CA: info.caFile,
+    MAILBUS_ADDRESS: queueAddress(),
+    ...(withSmtp ? { MAILBUS_SMTP_URL: smtpUrl() } : {}),
+  };
+}
