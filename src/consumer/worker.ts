@@ -266,6 +266,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const raw = setHeaders(claim.raw, {
       [HEADER.attempts]: String(attempts),
       [HEADER.lastError]: errorText(err),
+      ...(message ? missingMessageId(message) : {}),
     });
     try {
       await claimer.deadLetter(claim, raw);

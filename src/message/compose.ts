@@ -9,8 +9,11 @@ import { checkKey, checkName } from '../names.js';
 import { HEADER, checkHeader } from './headers.js';
 import type { OutgoingMessage, Priority } from './message.js';
 
-/** Default largest message, headers included: well under common server limits (25 MB+). */
-export const DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024;
+/**
+ * Default largest message, headers included: 10 MB, just under Postfix's default
+ * message_size_limit (10,240,000 bytes), so that what a Maildir accepts can also be mailed.
+ */
+export const DEFAULT_MAX_MESSAGE_BYTES = 10_000_000;
 
 /** RFC 5322's hard limit on a line, CRLF excluded. */
 const MAX_LINE_LENGTH = 998;
@@ -102,11 +105,12 @@ export function encodePayload(payload: unknown): string {
 }
 
 function defaultSubject(topic: string, payload: unknown): string {
-  const compact = JSON.stringify(payload);
+  // Cut by code points, not UTF-16 units, so that no emoji is split in half.
+  const chars = [...JSON.stringify(payload)];
   const preview =
-    compact.length > SUBJECT_PREVIEW_LENGTH
-      ? compact.slice(0, SUBJECT_PREVIEW_LENGTH - 1) + '…'
-      : compact;
+    chars.length > SUBJECT_PREVIEW_LENGTH
+      ? chars.slice(0, SUBJECT_PREVIEW_LENGTH - 1).join('') + '…'
+      : chars.join('');
   return `[${topic}] ${preview}`;
 }
 
@@ -151,7 +155,8 @@ export async function composeMessage(
   // would pick base64 for any non-text type, which no person can read in a mail client.
   const longLine = json.split('\n').some((line) => line.length > MAX_LINE_LENGTH);
   node.setHeader('Content-Transfer-Encoding', longLine ? 'quoted-printable' : '7bit');
-  node.setContent(json);
+  // Mail lines end in CRLF (RFC 5322 section 2.3); JSON.stringify's line breaks are bare LFs.
+  node.setContent(json.replace(/\n/g, '\r\n'));
   const raw = await build(node);
 
   if (raw.length > options.maxMessageBytes) {

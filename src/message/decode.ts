@@ -55,6 +55,12 @@ function bodyText(content: ArrayBuffer | Uint8Array | string, charset: string): 
   }
 }
 
+/** A header value with RFC 2047 encoded words decoded, or undefined when empty. */
+function decodedField(value: string | undefined): string | undefined {
+  const decoded = value === undefined ? '' : decodeWords(value).trim();
+  return decoded === '' ? undefined : decoded;
+}
+
 function charsetOf(contentType: string): string {
   const match = /;\s*charset\s*=\s*"?([^";\s]+)"?/i.exec(contentType);
   return match?.[1] ?? 'utf-8';
@@ -145,7 +151,7 @@ export async function decodeMessage(raw: Buffer, context: DeliveryContext): Prom
     topic: context.topic,
     group: context.group,
     attempt: parseAttempts(first.get(HEADER.attempts.toLowerCase())) + 1,
-    key: first.get(HEADER.key.toLowerCase())?.trim() || undefined,
+    key: decodedField(first.get(HEADER.key.toLowerCase())),
     priority: flaggedHigh ? 'high' : 'normal',
     subject: email.subject ?? '',
     date: date && !Number.isNaN(date.getTime()) ? date : undefined,
@@ -153,6 +159,6 @@ export async function decodeMessage(raw: Buffer, context: DeliveryContext): Prom
     payload,
     contentType: payloadType,
     attachments,
-    lastError: lastError ? decodeWords(lastError) : undefined,
+    lastError: decodedField(lastError),
   };
 }

@@ -71,7 +71,7 @@ describe('mail from other publishers through Postfix', () => {
         '--header',
         'X-Order-Source: swaks',
         '--header',
-        'Message-ID: <order-1002@example.org>',
+        'Message-Id: <order-1002@example.org>',
         '--header',
         'Content-Type: application/json; charset=utf-8',
         '--body',

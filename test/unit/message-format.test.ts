@@ -20,7 +20,7 @@ describe('composing and decoding a message', () => {
       {
         payload,
         id: 'order-12345',
-        key: 'customer-7',
+        key: 'kunde "Zoë" 7',
         priority: 'high',
         headers: { 'X-Tenant': 'acme' },
       },
@@ -31,7 +31,9 @@ describe('composing and decoding a message', () => {
     const text = composed.raw.toString('latin1');
     expect(text).toMatch(/^Message-ID: <order-12345@mailbus>\r$/m);
     expect(text).toMatch(/^X-Mailbus-Topic: orders\r$/m);
-    expect(text).toMatch(/^X-Mailbus-Key: customer-7\r$/m);
+    expect(text).toMatch(/^X-Mailbus-Key: =\?UTF-8\?Q\?kunde/m);
+    // Every line ends in CRLF, as RFC 5322 requires: no bare LF anywhere.
+    expect(/(^|[^\r])\n/.test(text)).toBe(false);
     expect(text).toMatch(/^X-Mailbus-Priority: high\r$/m);
     expect(text).toMatch(/^Content-Type: application\/json; charset=utf-8\r$/m);
     // The body is plain 7-bit text a person can read in a mail client.
@@ -44,7 +46,7 @@ describe('composing and decoding a message', () => {
       topic: 'orders',
       group: 'default',
       attempt: 1,
-      key: 'customer-7',
+      key: 'kunde "Zoë" 7',
       priority: 'high',
       contentType: 'application/json',
       payload,

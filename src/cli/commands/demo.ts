@@ -1,7 +1,6 @@
 // `mailbus demo` (what `npm start` runs): the e-commerce pipeline on the embedded Maildir, or on
 // a mail server with --url/--smtp-url, with a live progress line and a summary at the end.
 
-import { join } from 'node:path';
 import type { Command } from 'commander';
 import { connect } from '../../client.js';
 import { ERROR_CODES, MailbusError } from '../../errors.js';
@@ -51,12 +50,15 @@ function summary(result: DemoResult, location: string, kind: string): string {
       `${formatNumber(result.messagesPerSecond)} msg/s`,
   ];
   if (kind === 'maildir') {
-    const archive = join(location, `.${DEMO_TOPICS[0]}.${DEMO_GROUPS[2]}.Archive`);
+    // Read-only: a mail client that syncs a folder renames files under the workers. The mask
+    // shows Maildir++ folders, whose names start with a dot, in the folder browser.
+    const settings = `set folder=${location} mask=. read_only`;
+    const folder = `+.${DEMO_TOPICS[0]}.${DEMO_GROUPS[2]}.Archive`;
     lines.push(
       '',
       `The queue is a Maildir at ${location}; open it in a mail client:`,
-      `  mutt -f ${archive}`,
-      `  neomutt -f ${location}      (then c and ? to pick a folder)`,
+      `  mutt -e '${settings}' -f ${folder}`,
+      `  neomutt -e '${settings}' -f ${folder}      (c then ? lists every folder)`,
       `  npx mailbus stats`,
     );
   } else {

@@ -281,7 +281,10 @@ export class MaildirClaimer implements Claimer {
   }
 
   private removeInProgressFolder(): void {
-    const left = [...listDir(join(this.inProgressDir, 'cur')), ...listDir(join(this.inProgressDir, 'new'))];
+    const left = [
+      ...listDir(join(this.inProgressDir, 'cur')),
+      ...listDir(join(this.inProgressDir, 'new')),
+    ];
     if (left.length > 0) {
       this.logger.warn({ event: 'claimer.closed_with_claims', count: left.length });
       return;

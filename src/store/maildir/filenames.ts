@@ -17,7 +17,8 @@ let deliveryCount = 0;
 export function uniqueBaseName(size: number): string {
   const now = Date.now();
   const seconds = Math.floor(now / 1000);
-  const micros = (now % 1000) * 1000;
+  // Zero-padded, so that names sort in delivery order within a second too.
+  const micros = String((now % 1000) * 1000).padStart(6, '0');
   deliveryCount += 1;
   const random = randomBytes(4).toString('hex');
   return `${seconds}.M${micros}P${process.pid}Q${deliveryCount}R${random}.${HOST},S=${size}`;

@@ -127,9 +127,15 @@ export function listDir(path: string): string[] {
   }
 }
 
-/** How many messages a folder holds in new/ and cur/. */
+/** How many messages a folder holds in new/ and cur/, leaving out those marked for deletion. */
 export function countMessages(root: string, mailbox: string): number {
   const dir = folderPath(root, mailbox);
   const names = [...listDir(join(dir, 'new')), ...listDir(join(dir, 'cur'))];
-  return names.filter((name) => !name.startsWith('.')).length;
+  return names.filter((name) => !name.startsWith('.') && !isTrashed(name)).length;
+}
+
+/** Whether a file name carries the T (trashed) flag: deleted, waiting to be expunged. */
+export function isTrashed(name: string): boolean {
+  const info = name.indexOf(':2,');
+  return info !== -1 && name.includes('T', info + 3);
 }
