@@ -68,8 +68,10 @@ describe('a Maildir filled by mailbus, served by Dovecot', () => {
           `${topic}.default.Junk`,
         ]),
       );
-      const count = async (path: string) =>
-        (await client.status(path, { messages: true })).messages;
+      const count = async (path: string) => {
+        const status = await client.status(path, { messages: true });
+        return status === false ? -1 : status.messages;
+      };
       expect(await count(topic)).toBe(4);
       expect(await count(`${topic}.default`)).toBe(3);
       expect(await count(`${topic}.default.Junk`)).toBe(1);

@@ -10,7 +10,10 @@ const root = mkdtempSync(join(tmpdir(), 'mailbus-maildir-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 describeStoreConformance('maildir', () =>
-  MaildirStore.open({ kind: 'maildir', path: join(root, 'queue'), fsync: true }, {
-    logger: silentLogger,
-  }),
+  MaildirStore.open(
+    { kind: 'maildir', path: join(root, 'queue'), fsync: true },
+    {
+      logger: silentLogger,
+    },
+  ),
 );

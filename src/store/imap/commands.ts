@@ -1,0 +1,439 @@
+// The IMAP commands the IMAP store sends itself instead of through imapflow's methods, because
+// those methods hide what the store depends on: the MODIFIED code of a conditional STORE, the
+// COPYUID code of MOVE and COPY, and the server's reason for a NO (imapflow's messageMove and
+// messageFlagsAdd return false and log the reason instead of throwing it).
+
+import type { ImapAttribute, ImapAttributeList, ImapFlow, ImapResponse } from 'imapflow';
+
+/** Handles one untagged response that arrives while a command runs. */
+type UntaggedHandler = (untagged: ImapResponse) => void | Promise<void>;
+
+interface ExecResult {
+  response: ImapResponse;
+  next(): void;
+}
+
+// exec() is imapflow's core command method: every one of its own commands is built on it (see
+// node_modules/imapflow/dist/esm/commands/store.js), but it is left out of the type definitions.
+interface CommandExecutor {
+  exec(
+    command: string,
+    attributes: ImapAttribute[] | false,
+    options?: { untagged?: Record<string, UntaggedHandler> },
+  ): Promise<ExecResult>;
+}
+
+/** A mailbox as LIST names it. */
+export interface ListedMailbox {
+  path: string;
+  delimiter: string | undefined;
+  flags: Set<string>;
+}
+
+/** What a conditional STORE did, message by message. */
+export interface ConditionalStoreResult {
+  /** UIDs the server reported changing, with an untagged FETCH carrying their new MODSEQ. */
+  updated: Set<number>;
+  /** UIDs the server refused to change because they changed after `unchangedSince`. */
+  modified: Set<number>;
+}
+
+/**
+ * Sends one command and returns its tagged OK response; a NO or BAD rejects with imapflow's
+ * error, which carries `responseStatus` and `responseText`. imapflow parks its reader until
+ * next() is called, so it is called as soon as the response is in hand.
+ */
+export async function execute(
+  client: ImapFlow,
+  command: string,
+  attributes: ImapAttribute[] | false,
+  untagged?: Record<string, UntaggedHandler>,
+): Promise<ImapResponse> {
+  const executor = client as unknown as CommandExecutor;
+  const result = await executor.exec(command, attributes, untagged ? { untagged } : undefined);
+  result.next();
+  return result.response;
+}
+
+/** `LIST "" pattern`: the mailboxes matching `pattern` (`%` stops at the delimiter). */
+export async function listMailboxes(client: ImapFlow, pattern: string): Promise<ListedMailbox[]> {
+  const listed: ListedMailbox[] = [];
+  await execute(client, 'LIST', [string(''), string(pattern)], {
+    LIST: (untagged) => {
+      const mailbox = parseListResponse(untagged);
+      if (mailbox) {
+        listed.push(mailbox);
+      }
+    },
+  });
+  return listed;
+}
+
+/**
+ * `UID STORE uids (UNCHANGEDSINCE modseq) +FLAGS.SILENT (keyword)` (RFC 7162 section 3.1.3).
+ * Reads both halves of the server's answer: the MODIFIED code names the UIDs it refused, and the
+ * untagged FETCH (MODSEQ) responses, which the RFC requires even for .SILENT, name the UIDs it
+ * changed. A UID that another session has expunged meanwhile is in neither set.
+ */
+export async function storeKeywordUnchangedSince(
+  client: ImapFlow,
+  uids: number[],
+  keyword: string,
+  unchangedSince: bigint,
+): Promise<ConditionalStoreResult> {
+  const updated = new Set<number>();
+  const attributes: ImapAttribute[] = [
+    sequence(uids),
+    [atom('UNCHANGEDSINCE'), atom(unchangedSince.toString())],
+    atom('+FLAGS.SILENT'),
+    [atom(keyword)],
+  ];
+
+  const response = await execute(client, 'UID STORE', attributes, {
+    FETCH: (untagged) => {
+      const change = parseFetchModseq(untagged);
+      if (change && change.modseq > unchangedSince) {
+        updated.add(change.uid);
+      }
+    },
+  });
+
+  const code = responseCode(response);
+  const modified = new Set<number>();
+  if (code?.name === 'MODIFIED') {
+    for (const uid of parseUidSet(atomText(code.args[0]))) {
+      modified.add(uid);
+      updated.delete(uid);
+    }
+  }
+  return { updated, modified };
+}
+
+/** What a UID SEARCH found, and the highest MODSEQ among the messages found (RFC 7162). */
+export interface SearchResult {
+  uids: number[];
+  modseq: bigint | undefined;
+}
+
+/**
+ * `UID SEARCH MODSEQ 1 <criteria>`, for at most `limit` UIDs, lowest first. The MODSEQ
+ * criterion matches every message; it is there to have the server report the highest MODSEQ
+ * of the result, read in the same snapshot as the UIDs. With `partial` (ESEARCH and RFC 5267
+ * PARTIAL) the server sends only the first `limit` UIDs instead of all of them.
+ */
+export async function searchUids(
+  client: ImapFlow,
+  criteria: string[],
+  limit: number,
+  partial: boolean,
+): Promise<SearchResult> {
+  const query = [atom('MODSEQ'), atom('1'), ...criteria.map(atom)];
+  let uids: number[] = [];
+  let modseq: bigint | undefined;
+
+  if (partial) {
+    const returning = [atom('RETURN'), [atom('PARTIAL'), atom(`1:${limit}`)]];
+    await execute(client, 'UID SEARCH', [...returning, ...query], {
+      ESEARCH: (untagged) => {
+        const result = parseEsearch(untagged);
+        uids = result.uids;
+        modseq = result.modseq;
+      },
+    });
+    return { uids: uids.slice(0, limit), modseq };
+  }
+
+  await execute(client, 'UID SEARCH', query, {
+    SEARCH: (untagged) => {
+      const result = parseSearch(untagged);
+      uids.push(...result.uids);
+      modseq = result.modseq ?? modseq;
+    },
+  });
+  return { uids: uids.sort((a, b) => a - b).slice(0, limit), modseq };
+}
+
+/**
+ * `UID FETCH uids (UID BODY.PEEK[])`: the full text of each message, by UID. PEEK leaves \Seen
+ * alone. Messages another session has expunged meanwhile are simply missing from the map.
+ */
+export async function fetchSources(client: ImapFlow, uids: number[]): Promise<Map<number, Buffer>> {
+  const sources = new Map<number, Buffer>();
+  const items = [atom('UID'), { type: 'ATOM', value: 'BODY.PEEK', section: [] }];
+  await execute(client, 'UID FETCH', [sequence(uids), items], {
+    FETCH: (untagged) => {
+      const message = parseFetchBody(untagged);
+      if (message) {
+        sources.set(message.uid, message.source);
+      }
+    },
+  });
+  return sources;
+}
+
+/**
+ * MULTIAPPEND (RFC 3502): all `messages` to `mailbox` in one command, which the server stores
+ * all or none. Returns their UIDs from APPENDUID (UIDPLUS) in the order given, or undefined
+ * when the server reported none.
+ */
+export async function appendMessages(
+  client: ImapFlow,
+  mailbox: string,
+  messages: { raw: Buffer; flags: string[] }[],
+): Promise<number[] | undefined> {
+  const attributes: ImapAttribute[] = [string(mailbox)];
+  for (const message of messages) {
+    attributes.push(message.flags.map(atom), { type: 'LITERAL', value: message.raw });
+  }
+
+  const response = await execute(client, 'APPEND', attributes);
+  const code = responseCode(response);
+  if (code?.name !== 'APPENDUID') {
+    return undefined;
+  }
+  const uids = parseUidSet(atomText(code.args[1]));
+  return uids.length === messages.length ? uids : undefined;
+}
+
+/** `UID STORE uids [+-]FLAGS.SILENT (flags)`. */
+export async function storeFlags(
+  client: ImapFlow,
+  uids: number[],
+  operation: 'add' | 'remove',
+  flags: string[],
+): Promise<void> {
+  const item = operation === 'add' ? '+FLAGS.SILENT' : '-FLAGS.SILENT';
+  await execute(client, 'UID STORE', [sequence(uids), atom(item), flags.map(atom)]);
+}
+
+/**
+ * `UID MOVE uids destination` (RFC 6851). Returns the COPYUID map from source to destination
+ * UID (RFC 4315), which for MOVE usually comes in an untagged OK before the expunges. A UID
+ * missing from the map was not moved: it no longer existed.
+ */
+export async function moveMessages(
+  client: ImapFlow,
+  uids: number[],
+  destination: string,
+): Promise<Map<number, number>> {
+  return await transfer(client, 'UID MOVE', uids, destination);
+}
+
+/** `UID COPY uids destination`, returning the COPYUID map like moveMessages. */
+export async function copyMessages(
+  client: ImapFlow,
+  uids: number[],
+  destination: string,
+): Promise<Map<number, number>> {
+  return await transfer(client, 'UID COPY', uids, destination);
+}
+
+/** `UID EXPUNGE uids` (UIDPLUS): removes only these messages, whatever else is \Deleted. */
+export async function expungeMessages(client: ImapFlow, uids: number[]): Promise<void> {
+  await execute(client, 'UID EXPUNGE', [sequence(uids)]);
+}
+
+async function transfer(
+  client: ImapFlow,
+  command: 'UID MOVE' | 'UID COPY',
+  uids: number[],
+  destination: string,
+): Promise<Map<number, number>> {
+  const map = new Map<number, number>();
+  const collect = (response: ImapResponse): void => {
+    const code = responseCode(response);
+    if (code?.name !== 'COPYUID') {
+      return;
+    }
+    const sources = parseUidSet(atomText(code.args[1]));
+    const targets = parseUidSet(atomText(code.args[2]));
+    if (sources.length === targets.length) {
+      sources.forEach((uid, i) => map.set(uid, targets[i] as number));
+    }
+  };
+
+  const response = await execute(client, command, [sequence(uids), string(destination)], {
+    OK: collect,
+  });
+  collect(response);
+  return map;
+}
+
+/** The UID set of `uids` in its shortest form: `1:5,9`. */
+export function formatUidSet(uids: Iterable<number>): string {
+  const sorted = [...new Set(uids)].sort((a, b) => a - b);
+  const ranges: string[] = [];
+  let start = sorted[0];
+  let end = start;
+  for (const uid of sorted.slice(1)) {
+    if (end !== undefined && uid === end + 1) {
+      end = uid;
+      continue;
+    }
+    ranges.push(start === end ? `${start}` : `${start}:${end}`);
+    start = uid;
+    end = uid;
+  }
+  if (start !== undefined) {
+    ranges.push(start === end ? `${start}` : `${start}:${end}`);
+  }
+  return ranges.join(',');
+}
+
+/** Expands a UID set such as `1:5,9` (ranges may run downwards, `5:1`). */
+export function parseUidSet(text: string | undefined): number[] {
+  const uids: number[] = [];
+  for (const part of (text ?? '').split(',')) {
+    const [first, last] = part.split(':').map(Number);
+    if (first === undefined || !Number.isSafeInteger(first) || first < 1) {
+      continue;
+    }
+    const end = last === undefined || !Number.isSafeInteger(last) ? first : last;
+    const step = end >= first ? 1 : -1;
+    for (let uid = first; uid !== end + step; uid += step) {
+      uids.push(uid);
+    }
+  }
+  return uids;
+}
+
+/** The `[CODE args]` at the start of a status response, as `{ name, args }`. */
+function responseCode(response: ImapResponse): { name: string; args: ImapAttribute[] } | undefined {
+  const section = response.attributes?.[0]?.section;
+  const name = section?.[0]?.value;
+  if (!section || typeof name !== 'string') {
+    return undefined;
+  }
+  return { name: name.toUpperCase(), args: section.slice(1) };
+}
+
+// `* 4 FETCH (UID 4 MODSEQ (12))`: the UID and MODSEQ a STORE reported for one message.
+function parseFetchModseq(untagged: ImapResponse): { uid: number; modseq: bigint } | undefined {
+  const items = untagged.attributes?.[1];
+  if (!Array.isArray(items)) {
+    return undefined;
+  }
+  let uid: number | undefined;
+  let modseq: bigint | undefined;
+  for (let i = 0; i + 1 < items.length; i += 2) {
+    const name = atomText(items[i])?.toUpperCase();
+    const value = items[i + 1];
+    if (name === 'UID') {
+      uid = Number(atomText(value));
+    } else if (name === 'MODSEQ' && Array.isArray(value)) {
+      modseq = toModseq(atomText(value[0]));
+    }
+  }
+  if (uid === undefined || !Number.isSafeInteger(uid) || modseq === undefined) {
+    return undefined;
+  }
+  return { uid, modseq };
+}
+
+// `* ESEARCH (TAG "A1") UID PARTIAL (1:100 2:50,52:101) MODSEQ 104`
+function parseEsearch(untagged: ImapResponse): SearchResult {
+  const items = untagged.attributes ?? [];
+  let uids: number[] = [];
+  let modseq: bigint | undefined;
+  for (let i = 0; i < items.length; i += 1) {
+    const name = atomText(items[i])?.toUpperCase();
+    const value = items[i + 1];
+    if (name === 'PARTIAL' && Array.isArray(value)) {
+      uids = parseUidSet(atomText(value[1]));
+    } else if (name === 'ALL') {
+      uids = parseUidSet(atomText(value));
+    } else if (name === 'MODSEQ') {
+      modseq = toModseq(atomText(value));
+    }
+  }
+  return { uids, modseq };
+}
+
+// `* SEARCH 2 5 6 (MODSEQ 917162500)`; imapflow's parser may put the numbers in `numbers`.
+function parseSearch(untagged: ImapResponse): SearchResult {
+  const uids = [...(untagged.numbers ?? [])];
+  let modseq: bigint | undefined;
+  for (const item of untagged.attributes ?? []) {
+    if (Array.isArray(item)) {
+      if (atomText(item[0])?.toUpperCase() === 'MODSEQ') {
+        modseq = toModseq(atomText(item[1]));
+      }
+      continue;
+    }
+    const uid = Number(atomText(item));
+    if (Number.isSafeInteger(uid) && uid > 0) {
+      uids.push(uid);
+    }
+  }
+  return { uids, modseq };
+}
+
+// `* 4 FETCH (UID 4 BODY[] {512}...)`, possibly with MODSEQ or FLAGS among the items.
+function parseFetchBody(untagged: ImapResponse): { uid: number; source: Buffer } | undefined {
+  const items = untagged.attributes?.[1];
+  if (!Array.isArray(items)) {
+    return undefined;
+  }
+  let uid: number | undefined;
+  let source: Buffer | undefined;
+  for (let i = 0; i + 1 < items.length; i += 2) {
+    const item = items[i];
+    const name = atomText(item)?.toUpperCase();
+    const value = items[i + 1];
+    if (name === 'UID') {
+      uid = Number(atomText(value));
+    } else if (name === 'BODY' && item && !Array.isArray(item) && item.section?.length === 0) {
+      const content = value && !Array.isArray(value) ? value.value : undefined;
+      source = Buffer.isBuffer(content) ? content : Buffer.from(atomText(value) ?? '', 'utf8');
+    }
+  }
+  if (uid === undefined || !Number.isSafeInteger(uid) || source === undefined) {
+    return undefined;
+  }
+  return { uid, source };
+}
+
+function toModseq(text: string | undefined): bigint | undefined {
+  return text !== undefined && /^\d+$/.test(text) ? BigInt(text) : undefined;
+}
+
+// `* LIST (\HasNoChildren) "." orders.default`
+function parseListResponse(untagged: ImapResponse): ListedMailbox | undefined {
+  const [flags, delimiter, name] = untagged.attributes ?? [];
+  const path = atomText(name);
+  if (path === undefined) {
+    return undefined;
+  }
+  const flagList: ImapAttributeList = Array.isArray(flags) ? flags : [];
+  return {
+    path,
+    delimiter: atomText(delimiter),
+    flags: new Set(flagList.map(atomText).filter((flag) => flag !== undefined)),
+  };
+}
+
+function atomText(attribute: ImapAttribute | undefined): string | undefined {
+  if (!attribute || Array.isArray(attribute)) {
+    return undefined;
+  }
+  const value = attribute.value;
+  if (typeof value === 'string') {
+    return value;
+  }
+  if (Buffer.isBuffer(value)) {
+    return value.toString('utf8');
+  }
+  return typeof value === 'number' ? String(value) : undefined;
+}
+
+function atom(value: string): ImapAttribute {
+  return { type: 'ATOM', value };
+}
+
+function string(value: string): ImapAttribute {
+  return { type: 'STRING', value };
+}
+
+function sequence(uids: number[]): ImapAttribute {
+  return { type: 'SEQUENCE', value: formatUidSet(uids) };
+}
