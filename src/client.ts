@@ -3,7 +3,17 @@
 import { parseSmtpUrl, parseStoreUrl, redact } from './config/connection.js';
 import type { SecretSources } from './config/connection.js';
 import { newConsumerId } from './consumer/consumer-id.js';
-import { DEFAULT_GRACE_MS, DEFAULT_MAX_ATTEMPTS, Worker } from './consumer/worker.js';
+import {
+  DEFAULT_ARCHIVE_RETENTION_MS,
+  DEFAULT_BACKOFF_MS,
+  DEFAULT_DEAD_RETENTION_MS,
+  DEFAULT_GRACE_MS,
+  DEFAULT_HANDLER_TIMEOUT_MS,
+  DEFAULT_LEASE_MS,
+  DEFAULT_MAX_ATTEMPTS,
+  DEFAULT_MAX_BACKOFF_MS,
+  Worker,
+} from './consumer/worker.js';
 import type { Handler, WorkerSummary } from './consumer/worker.js';
 import { ERROR_CODES, MailbusError } from './errors.js';
 import { silentLogger } from './log.js';
@@ -12,6 +22,7 @@ import { DEFAULT_MAX_MESSAGE_BYTES, composeMessage, defaultFrom } from './messag
 import type { ComposedMessage } from './message/compose.js';
 import type { OutgoingMessage } from './message/message.js';
 import { checkName } from './names.js';
+import { DeadLetters } from './admin/dead-letters.js';
 import { DEFAULT_GROUP } from './store/layout.js';
 import { MaildirStore } from './store/maildir/maildir-store.js';
 import type { GroupStats, Store } from './store/store.js';
@@ -33,7 +44,14 @@ export interface ConnectOptions extends SecretSources {
   logger?: Logger;
 }
 
-export type PublishOptions = Omit<OutgoingMessage, 'payload'>;
+export interface ScheduleOptions {
+  /** Hand the message out no earlier than this. */
+  notBefore?: Date;
+  /** Hand the message out no earlier than this many milliseconds from now. */
+  delayMs?: number;
+}
+
+export type PublishOptions = Omit<OutgoingMessage, 'payload'> & ScheduleOptions;
 
 export interface ConsumeOptions {
   group?: string;
@@ -49,6 +67,17 @@ export interface ConsumeOptions {
   maxAttempts?: number;
   /** How long close() waits for running handlers (default 10 s). */
   graceMs?: number;
+  /** Lease (visibility timeout): how long claims outlive a silent worker (default 30 s). */
+  leaseMs?: number;
+  /** First retry delay, doubling per attempt (default 1 s), up to maxBackoffMs (10 min). */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  /** Time limit of one attempt (default 5 min). */
+  handlerTimeoutMs?: number;
+  /** How long handled messages are kept (default 7 days; 0 deletes at ack; Infinity keeps). */
+  archiveRetentionMs?: number;
+  /** How long dead letters are kept (default 30 days; Infinity keeps). */
+  deadRetentionMs?: number;
   /** This consumer's id, naming its in-progress mailbox (default host-pid-random). */
   consumer?: string;
 }
@@ -61,6 +90,47 @@ function positiveInteger(name: string, value: number | undefined, fallback: numb
     throw new MailbusError(
       ERROR_CODES.INVALID_OPTION,
       `${name} must be a whole number of at least 1, not ${String(value)}`,
+    );
+  }
+  return resolved;
+}
+
+function resolveNotBefore(schedule: ScheduleOptions): Date | undefined {
+  const { notBefore, delayMs } = schedule;
+  if (notBefore !== undefined && delayMs !== undefined) {
+    throw new MailbusError(ERROR_CODES.INVALID_OPTION, 'give notBefore or delayMs, not both');
+  }
+  if (notBefore !== undefined) {
+    if (!(notBefore instanceof Date) || Number.isNaN(notBefore.getTime())) {
+      throw new MailbusError(ERROR_CODES.INVALID_OPTION, 'notBefore must be a valid Date');
+    }
+    return notBefore;
+  }
+  if (delayMs !== undefined) {
+    return new Date(Date.now() + nonNegative('delayMs', delayMs, 0));
+  }
+  return undefined;
+}
+
+/** A duration of zero or more milliseconds (Infinity allowed: "forever"). */
+function nonNegative(name: string, value: number | undefined, fallback: number): number {
+  const resolved = value ?? fallback;
+  if (typeof resolved !== 'number' || Number.isNaN(resolved) || resolved < 0) {
+    throw new MailbusError(
+      ERROR_CODES.INVALID_OPTION,
+      `${name} must be a number of milliseconds of at least 0, not ${String(value)}`,
+    );
+  }
+  return resolved;
+}
+
+/** A duration of more than zero milliseconds, finite. */
+function positiveMs(name: string, value: number | undefined, fallback: number): number {
+  const resolved = nonNegative(name, value, fallback);
+  if (resolved === 0 || !Number.isFinite(resolved)) {
+    throw new MailbusError(
+      ERROR_CODES.INVALID_OPTION,
+      `${name} must be a finite number of milliseconds above 0, not ${String(value)}`,
     );
   }
   return resolved;
@@ -88,14 +158,26 @@ export class Mailbus {
 
   /** Publishes one message; resolves with its id once it is stored (or accepted by SMTP). */
   async publish(topic: string, payload: unknown, options: PublishOptions = {}): Promise<string> {
-    const [id] = await this.publishBatch(topic, [{ ...options, payload }]);
+    const { notBefore, delayMs, ...message } = options;
+    const [id] = await this.publishBatch(topic, [{ ...message, payload }], { notBefore, delayMs });
     return id as string;
   }
 
   /** Publishes several messages of one topic in one store operation. */
-  async publishBatch(topic: string, messages: OutgoingMessage[]): Promise<string[]> {
+  async publishBatch(
+    topic: string,
+    messages: OutgoingMessage[],
+    schedule: ScheduleOptions = {},
+  ): Promise<string[]> {
     this.assertOpen();
     checkName('topic', topic);
+    const notBefore = resolveNotBefore(schedule);
+    if (notBefore !== undefined && this.smtp) {
+      throw new MailbusError(
+        ERROR_CODES.INVALID_OPTION,
+        'a delayed publish is stored directly: it cannot go through SMTP (leave out --smtp-url)',
+      );
+    }
     const composed: ComposedMessage[] = [];
     for (const message of messages) {
       composed.push(
@@ -111,7 +193,7 @@ export class Mailbus {
       const groups = await this.store.listGroups(topic);
       await this.smtp.send(topic, groups, composed);
     } else {
-      await this.store.append(topic, composed);
+      await this.store.append(topic, composed, { notBefore });
     }
     this.logger.debug({ event: 'published', topic, count: composed.length });
     return composed.map((message) => message.id);
@@ -134,7 +216,8 @@ export class Mailbus {
     const concurrency = positiveInteger('concurrency', options.concurrency, 1);
     const consumer = checkName('group', options.consumer ?? newConsumerId());
 
-    const worker = new Worker(this.store.claimer(topic, group, { consumer }), handler, {
+    const claimer = this.store.claimer(topic, group, { consumer });
+    const worker = new Worker(this.store, claimer, handler, {
       topic,
       group,
       consumer,
@@ -146,12 +229,36 @@ export class Mailbus {
           : positiveInteger('maxMessages', options.maxMessages, 1),
       idleTimeoutMs: options.idleTimeoutMs,
       maxAttempts: positiveInteger('maxAttempts', options.maxAttempts, DEFAULT_MAX_ATTEMPTS),
-      graceMs: options.graceMs ?? DEFAULT_GRACE_MS,
+      graceMs: nonNegative('graceMs', options.graceMs, DEFAULT_GRACE_MS),
+      leaseMs: positiveMs('leaseMs', options.leaseMs, DEFAULT_LEASE_MS),
+      backoffMs: nonNegative('backoffMs', options.backoffMs, DEFAULT_BACKOFF_MS),
+      maxBackoffMs: nonNegative('maxBackoffMs', options.maxBackoffMs, DEFAULT_MAX_BACKOFF_MS),
+      handlerTimeoutMs: positiveMs(
+        'handlerTimeoutMs',
+        options.handlerTimeoutMs,
+        DEFAULT_HANDLER_TIMEOUT_MS,
+      ),
+      archiveRetentionMs: nonNegative(
+        'archiveRetentionMs',
+        options.archiveRetentionMs,
+        DEFAULT_ARCHIVE_RETENTION_MS,
+      ),
+      deadRetentionMs: nonNegative(
+        'deadRetentionMs',
+        options.deadRetentionMs,
+        DEFAULT_DEAD_RETENTION_MS,
+      ),
       logger: this.logger,
     });
     this.workers.add(worker);
     void worker.done.finally(() => this.workers.delete(worker));
     return worker;
+  }
+
+  /** The dead letters of a group: list, show, replay and purge them. */
+  deadLetters(topic: string, group: string = DEFAULT_GROUP): DeadLetters {
+    this.assertOpen();
+    return new DeadLetters(this.store, checkName('topic', topic), checkName('group', group));
   }
 
   async topics(): Promise<string[]> {

@@ -1,8 +1,23 @@
 // mailbus: a message queue whose broker is email. This is the public API.
 
 export { Mailbus, connect } from './client.js';
-export type { ConnectOptions, ConsumeOptions, Handler, PublishOptions } from './client.js';
+export type {
+  ConnectOptions,
+  ConsumeOptions,
+  Handler,
+  PublishOptions,
+  ScheduleOptions,
+} from './client.js';
+export type { HandlerContext } from './consumer/worker.js';
 export { Worker } from './consumer/worker.js';
+export {
+  DeadLetterError,
+  HandlerTimeoutError,
+  LeaseExpiredError,
+  RetryError,
+} from './consumer/errors.js';
+export { DeadLetters } from './admin/dead-letters.js';
+export type { DeadLetter, DeadLetterDetail } from './admin/dead-letters.js';
 export type { WorkerSummary, StopReason } from './consumer/worker.js';
 export { ERROR_CODES, LeaseLostError, MailbusError, isMailbusError } from './errors.js';
 export type { ErrorCode } from './errors.js';

@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { MailbusError } from '../errors.js';
 import { registerConsume } from './commands/consume.js';
 import { registerDemo } from './commands/demo.js';
+import { registerDlq } from './commands/dlq.js';
 import { registerPublish } from './commands/publish.js';
 import { registerStats } from './commands/stats.js';
 import { registerSubscribe } from './commands/subscribe.js';
@@ -37,6 +38,7 @@ Environment:
   registerConsume(root);
   registerSubscribe(root);
   registerStats(root);
+  registerDlq(root);
   registerDemo(root);
   for (const command of root.commands) {
     command.exitOverride();

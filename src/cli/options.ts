@@ -75,14 +75,40 @@ const DURATION_UNITS_MS: Record<string, number> = {
   d: 86_400_000,
 };
 
-/** Reads a duration such as 500ms, 30s, 5m, 2h or 7d; a bare number is seconds. */
-export function parseDurationMs(name: string): (value: string) => number {
+/**
+ * Reads a duration such as 500ms, 30s, 5m, 2h or 7d; a bare number is seconds. Below `minMs`
+ * (1 ms unless said otherwise) it is refused.
+ */
+export function parseDurationMs(name: string, minMs = 1): (value: string) => number {
   return (value: string) => {
     const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(value.trim());
     if (!match) {
       throw invalid(`${name} must be a duration such as 500ms, 30s, 5m or 2h, not "${value}"`);
     }
-    return Math.round(Number(match[1]) * (DURATION_UNITS_MS[match[2] ?? 's'] as number));
+    const ms = Math.round(Number(match[1]) * (DURATION_UNITS_MS[match[2] ?? 's'] as number));
+    if (ms < minMs) {
+      throw invalid(`${name} must be at least ${minMs} ms, not "${value}"`);
+    }
+    return ms;
+  };
+}
+
+/** Reads a retention: a duration, 0 (delete at once) or `forever`. */
+export function parseRetention(name: string): (value: string) => number {
+  const duration = parseDurationMs(name, 0);
+  return (value: string) => (value.trim() === 'forever' ? Infinity : duration(value));
+}
+
+/** Reads a point in time as ISO 8601 (2026-12-24T18:00:00Z). */
+export function parseTime(name: string): (value: string) => Date {
+  return (value: string) => {
+    const time = new Date(value);
+    if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(time.getTime())) {
+      throw invalid(
+        `${name} must be an ISO 8601 time such as 2026-12-24T18:00:00Z, not "${value}"`,
+      );
+    }
+    return time;
   };
 }
 

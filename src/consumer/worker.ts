@@ -2,18 +2,32 @@
 // concurrency, acks what succeeded and puts back what failed. Claims are fetched in batches
 // (one store round trip for many messages) into a small local buffer; a message in the buffer
 // is claimed but not started, and goes back to the group untouched when the worker stops.
+//
+// Beside the loop run three timers: the heartbeat that keeps this worker's claims leased to it,
+// the recovery that takes over the claims of workers that stopped heartbeating (each such
+// delivery counts as a failed attempt, as SQS counts a receive), and the retention sweep that
+// deletes handled messages and dead letters once they are old enough.
 
 import { EventEmitter } from 'node:events';
 import { ERROR_CODES, MailbusError, errorText } from '../errors.js';
 import type { Logger } from '../log.js';
-import { decodeMessage } from '../message/decode.js';
+import { decodeMessage, derivedMessageId } from '../message/decode.js';
 import { HEADER } from '../message/headers.js';
 import type { Message } from '../message/message.js';
 import { setHeaders } from '../message/rewrite.js';
-import type { Claim, Claimer } from '../store/store.js';
+import type { Claim, Claimer, Store } from '../store/store.js';
 import { AckBatch } from './ack-batch.js';
+import { backoffMs } from './backoff.js';
+import { composeDeadLetter } from './dead-letter.js';
+import { DeadLetterError, HandlerTimeoutError, LeaseExpiredError, RetryError } from './errors.js';
 
-export type Handler = (message: Message) => unknown;
+/** What a handler may use besides the message. */
+export interface HandlerContext {
+  /** Aborts when the attempt's time limit passes or the worker stops waiting for it. */
+  signal: AbortSignal;
+}
+
+export type Handler = (message: Message, context: HandlerContext) => unknown;
 
 /** How long the loop waits for a store event before it looks again by itself. */
 export const POLL_INTERVAL_MS = 1000;
@@ -21,6 +35,21 @@ export const POLL_INTERVAL_MS = 1000;
 export const DEFAULT_MAX_ATTEMPTS = 5;
 /** Default time a stopping worker gives running handlers to finish. */
 export const DEFAULT_GRACE_MS = 10_000;
+/** Default lease (visibility timeout): how long a silent worker keeps its claims. */
+export const DEFAULT_LEASE_MS = 30_000;
+/** Default first retry delay; it doubles with each further attempt. */
+export const DEFAULT_BACKOFF_MS = 1000;
+/** Default longest retry delay. */
+export const DEFAULT_MAX_BACKOFF_MS = 10 * 60_000;
+/** Default time limit of one attempt. */
+export const DEFAULT_HANDLER_TIMEOUT_MS = 5 * 60_000;
+/** Default time handled messages stay in the archive (and in the topic's inbox). */
+export const DEFAULT_ARCHIVE_RETENTION_MS = 7 * 86_400_000;
+/** Default time dead letters are kept. */
+export const DEFAULT_DEAD_RETENTION_MS = 30 * 86_400_000;
+/** How often a worker deletes what retention no longer keeps; every second for retention 0. */
+const RETENTION_SWEEP_MS = 60_000;
+const RETENTION_ZERO_SWEEP_MS = 1000;
 /** First pause after a failed claim (a dropped connection); doubles up to the maximum. */
 const CLAIM_RETRY_MIN_MS = 200;
 const CLAIM_RETRY_MAX_MS = 10_000;
@@ -40,6 +69,17 @@ export interface WorkerOptions {
   /** Attempts before a failing message goes to the dead-letter mailbox. */
   maxAttempts: number;
   graceMs: number;
+  /** How long this worker's claims stay its own without a heartbeat. */
+  leaseMs: number;
+  /** First retry delay, doubling after each further failure, up to maxBackoffMs. */
+  backoffMs: number;
+  maxBackoffMs: number;
+  /** Time limit of one attempt. */
+  handlerTimeoutMs: number;
+  /** How long handled messages are kept; 0 deletes them at ack, Infinity keeps them. */
+  archiveRetentionMs: number;
+  /** How long dead letters are kept; Infinity keeps them. */
+  deadRetentionMs: number;
   logger: Logger;
 }
 
@@ -52,6 +92,8 @@ export interface WorkerSummary {
   failed: number;
   /** Messages moved to the dead-letter mailbox. */
   deadLettered: number;
+  /** Messages taken over from workers whose lease had expired. */
+  recovered: number;
   reason: StopReason;
 }
 
@@ -77,16 +119,22 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private acks: AckBatch | undefined;
   private stopReason: StopReason | undefined;
   private started = 0;
-  private settledCount = 0;
   private lastArrival = Date.now();
   private readonly summary: WorkerSummary = {
     handled: 0,
     failed: 0,
     deadLettered: 0,
+    recovered: 0,
     reason: 'closed',
   };
+  private readonly timers: NodeJS.Timeout[] = [];
 
-  constructor(claimer: Promise<Claimer>, handler: Handler, options: WorkerOptions) {
+  constructor(
+    private readonly store: Store,
+    claimer: Promise<Claimer>,
+    handler: Handler,
+    options: WorkerOptions,
+  ) {
     super();
     this.options = options;
     this.id = options.consumer;
@@ -117,6 +165,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.logger.info({ event: 'worker.started', topic: this.options.topic });
 
     try {
+      await claimer.heartbeat();
+      this.startTimers(claimer);
       await this.loop(claimer);
     } finally {
       await this.shutdown(claimer);
@@ -196,6 +246,71 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await Promise.race([arrival, ...this.active]);
   }
 
+  private startTimers(claimer: Claimer): void {
+    const { leaseMs, archiveRetentionMs } = this.options;
+    const every = (ms: number, task: () => Promise<void>, action: string): void => {
+      let running = false;
+      const timer = setInterval(() => {
+        if (running || this.stopReason !== undefined) {
+          return;
+        }
+        running = true;
+        task()
+          .catch((err) => this.warn(err, action))
+          .finally(() => (running = false));
+      }, ms);
+      timer.unref();
+      this.timers.push(timer);
+    };
+
+    every(leaseMs / 3, () => claimer.heartbeat(), 'heartbeat');
+    every(leaseMs / 2, () => this.recover(claimer), 'recover');
+    const sweepMs = archiveRetentionMs === 0 ? RETENTION_ZERO_SWEEP_MS : RETENTION_SWEEP_MS;
+    every(sweepMs, () => this.sweep(), 'retention');
+    void this.sweep().catch((err) => this.warn(err, 'retention'));
+  }
+
+  /** Takes over the claims of workers that stopped heartbeating; each counts as an attempt. */
+  private async recover(claimer: Claimer): Promise<void> {
+    const claims = await claimer.recover(this.options.leaseMs);
+    for (const claim of claims) {
+      this.summary.recovered += 1;
+      const error = new LeaseExpiredError(
+        `lease expired: the consumer holding it sent no heartbeat for ${this.options.leaseMs} ms`,
+      );
+      const task = this.settleRecovered(claimer, claim, error).finally(() => {
+        this.active.delete(task);
+      });
+      this.active.add(task);
+    }
+  }
+
+  private async settleRecovered(claimer: Claimer, claim: Claim, error: Error): Promise<void> {
+    const { topic, group } = this.options;
+    let message: Message;
+    try {
+      message = await decodeMessage(claim.raw, { topic, group });
+    } catch (err) {
+      await this.deadLetter(claimer, claim, undefined, err);
+      return;
+    }
+    await this.fail(claimer, claim, message, error);
+  }
+
+  /** Deletes handled messages and dead letters that retention no longer keeps. */
+  private async sweep(): Promise<void> {
+    const { topic, group, archiveRetentionMs, deadRetentionMs } = this.options;
+    const now = Date.now();
+    if (Number.isFinite(archiveRetentionMs)) {
+      const before = new Date(now - archiveRetentionMs);
+      await this.store.purge({ topic, group, folder: 'archive' }, before);
+      await this.store.purge({ topic, group, folder: 'topic' }, before);
+    }
+    if (Number.isFinite(deadRetentionMs)) {
+      await this.store.purge({ topic, group, folder: 'junk' }, new Date(now - deadRetentionMs));
+    }
+  }
+
   private startHandler(claimer: Claimer, claim: Claim): void {
     this.started += 1;
     const task = this.handle(claimer, claim).finally(() => {
@@ -216,9 +331,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
 
     try {
-      await this.handler(message);
+      await this.runHandler(message);
     } catch (err) {
-      await this.fail(claimer, claim, message, err);
+      if (err instanceof DeadLetterError) {
+        await this.deadLetter(claimer, claim, message, err);
+      } else {
+        await this.fail(claimer, claim, message, err);
+      }
       return;
     }
 
@@ -228,6 +347,28 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.settle(message, 'acked');
     } catch (err) {
       this.warn(err, 'ack');
+    }
+  }
+
+  /** Runs the handler under its time limit; a handler past it is abandoned, its attempt failed. */
+  private async runHandler(message: Message): Promise<void> {
+    const { handlerTimeoutMs } = this.options;
+    const attempt = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const error = new HandlerTimeoutError(`handler timed out after ${handlerTimeoutMs} ms`);
+        attempt.abort(error);
+        reject(error);
+      }, handlerTimeoutMs);
+    });
+    try {
+      await Promise.race([
+        Promise.resolve().then(() => this.handler(message, { signal: attempt.signal })),
+        timeout,
+      ]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -247,8 +388,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
       [HEADER.lastError]: errorText(err),
       ...missingMessageId(message),
     });
+    const { backoffMs: firstMs, maxBackoffMs } = this.options;
+    const delayMs =
+      err instanceof RetryError ? err.delayMs : backoffMs(message.attempt, firstMs, maxBackoffMs);
     try {
-      await claimer.release(claim, { raw });
+      await claimer.release(claim, { raw, notBefore: new Date(Date.now() + delayMs) });
       this.summary.failed += 1;
       this.settle(message, 'failed');
     } catch (releaseErr) {
@@ -262,11 +406,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
     message: Message | undefined,
     err: unknown,
   ): Promise<void> {
-    const attempts = message?.attempt ?? 1;
-    const raw = setHeaders(claim.raw, {
-      [HEADER.attempts]: String(attempts),
-      [HEADER.lastError]: errorText(err),
-      ...(message ? missingMessageId(message) : {}),
+    const { topic, group, consumer } = this.options;
+    const raw = await composeDeadLetter({
+      topic,
+      group,
+      consumer,
+      message,
+      id: message?.id ?? derivedMessageId(claim.raw),
+      attempts: message?.attempt ?? 1,
+      error: errorText(err),
+      original: claim.raw,
     });
     try {
       await claimer.deadLetter(claim, raw);
@@ -279,7 +428,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private settle(message: Message | undefined, outcome: 'acked' | 'failed' | 'dead'): void {
-    this.settledCount += 1;
     this.emit('settled', message, outcome);
   }
 
@@ -304,6 +452,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** The ordered cleanup: hand back, wait for handlers, flush acks, close the claimer. */
   private async shutdown(claimer: Claimer): Promise<void> {
+    for (const timer of this.timers.splice(0)) {
+      clearInterval(timer);
+    }
     for (const claim of this.buffer.splice(0)) {
       try {
         await claimer.release(claim);

@@ -4,6 +4,7 @@
 //
 //   orders                               the topic's inbox: a copy of every published message
 //   orders.default                       group "default": its waiting messages
+//   orders.default.Scheduled             messages to hand out later (delays, retry backoff)
 //   orders.default.In-Progress.<worker>  messages claimed by one consumer (its lease)
 //   orders.default.Archive               handled messages, flagged \Seen
 //   orders.default.Junk                  dead letters
@@ -15,6 +16,7 @@ import { checkName } from '../names.js';
 
 /** The mailbox names below a group. Capitalised, so they never clash with a group name. */
 export const GROUP_FOLDERS = {
+  scheduled: 'Scheduled',
   inProgress: 'In-Progress',
   archive: 'Archive',
   junk: 'Junk',
@@ -36,6 +38,10 @@ export class Layout {
   inProgress(topic: string, group: string, consumer?: string): string {
     const folder = this.join(this.group(topic, group), GROUP_FOLDERS.inProgress);
     return consumer === undefined ? folder : this.join(folder, consumer);
+  }
+
+  scheduled(topic: string, group: string): string {
+    return this.join(this.group(topic, group), GROUP_FOLDERS.scheduled);
   }
 
   archive(topic: string, group: string): string {
@@ -71,6 +77,9 @@ export class Layout {
     if (parts.length === 3 && folder === GROUP_FOLDERS.junk) {
       return { role: 'junk', topic, group };
     }
+    if (parts.length === 3 && folder === GROUP_FOLDERS.scheduled) {
+      return { role: 'scheduled', topic, group };
+    }
     if (folder === GROUP_FOLDERS.inProgress && parts.length <= 4) {
       return { role: 'in-progress', topic, group, consumer };
     }
@@ -84,7 +93,7 @@ export class Layout {
 
 export type MailboxRole =
   | { role: 'topic'; topic: string }
-  | { role: 'group' | 'archive' | 'junk'; topic: string; group: string }
+  | { role: 'group' | 'scheduled' | 'archive' | 'junk'; topic: string; group: string }
   | { role: 'in-progress'; topic: string; group: string; consumer?: string };
 
 function isName(kind: 'topic' | 'group', name: string): boolean {

@@ -18,22 +18,69 @@ export interface Store {
 
   /**
    * Stores messages of one topic: one copy in the topic's inbox and one in every group's.
-   * Resolves only once all of them are durable, as the store defines it.
+   * Resolves only once all of them are durable, as the store defines it. With `notBefore` in the
+   * future the groups' copies go to their Scheduled mailboxes and are handed out from then on.
    */
-  append(topic: string, messages: ComposedMessage[]): Promise<void>;
+  append(topic: string, messages: ComposedMessage[], options?: AppendOptions): Promise<void>;
 
   /** A claimer hands out a group's messages to one consumer. */
   claimer(topic: string, group: string, options: ClaimerOptions): Promise<Claimer>;
 
   stats(topic?: string): Promise<GroupStats[]>;
 
+  /** The messages of one folder of a group (or of the topic's inbox), oldest first. */
+  list(place: Place, options?: ListOptions): Promise<StoredMessage[]>;
+
+  /** Deletes messages of a folder by ref; returns how many were deleted. */
+  remove(place: Place, refs: string[]): Promise<number>;
+
+  /** Deletes the messages of a folder stored before `before`; returns how many. */
+  purge(place: Place, before: Date): Promise<number>;
+
+  /** Delivers a message text into a group's waiting messages (a replay, a release by hand). */
+  restore(topic: string, group: string, raw: Buffer): Promise<void>;
+
   /** Closes connections and watchers. Safe to call twice. */
   close(): Promise<void>;
 }
 
+export interface AppendOptions {
+  /** Hand the message out no earlier than this. */
+  notBefore?: Date;
+}
+
 export interface ClaimerOptions {
-  /** Names this consumer's in-progress mailbox: a valid group-name-like token. */
+  /**
+   * Names this consumer's in-progress mailbox: a valid group-name-like token, unique among the
+   * live consumers of the group.
+   */
   consumer: string;
+}
+
+/** The folders of a group that hold messages, and the topic's own inbox. */
+export type Folder = 'waiting' | 'scheduled' | 'in-flight' | 'archive' | 'junk' | 'topic';
+
+/** A folder of one group; for `topic`, the group is ignored. */
+export interface Place {
+  topic: string;
+  group: string;
+  folder: Folder;
+}
+
+export interface ListOptions {
+  /** At most this many, the oldest first (default: all). */
+  limit?: number;
+}
+
+/** A stored message as an operator sees it. */
+export interface StoredMessage {
+  /** Names the message within its folder, for remove(): a file name or a UID. */
+  ref: string;
+  /** Where it is, for people: the mailbox and file name or UID. */
+  location: string;
+  raw: Buffer;
+  /** When it was stored in this folder (Maildir: the time in its file name; IMAP: INTERNALDATE). */
+  storedAt: Date;
 }
 
 /** A message claimed by one consumer: only that consumer may settle it. */
@@ -46,6 +93,8 @@ export interface Claim {
 export interface ReleaseOptions {
   /** The message text to put back: the original with updated attempt and error fields. */
   raw?: Buffer;
+  /** Hand it out again no earlier than this (a retry's backoff): it waits in Scheduled. */
+  notBefore?: Date;
 }
 
 export interface Claimer {
@@ -75,6 +124,19 @@ export interface Claimer {
   /** Moves a message to the group's dead-letter mailbox, as `raw` (the failure report). */
   deadLetter(claim: Claim, raw: Buffer): Promise<void>;
 
+  /**
+   * Records that this consumer is alive. Its claims stay its own for as long as its last
+   * heartbeat is younger than the lease other consumers of the group apply in recover().
+   */
+  heartbeat(): Promise<void>;
+
+  /**
+   * Takes over the claims of consumers of the group whose last heartbeat is older than
+   * `leaseMs`: each such claim is moved, exclusively, to this consumer and returned, for the
+   * caller to count as a failed attempt. Resolves with none when every consumer is alive.
+   */
+  recover(leaseMs: number): Promise<Claim[]>;
+
   /** Stops watching and removes this consumer's empty in-progress mailbox. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -84,6 +146,8 @@ export interface GroupStats {
   group: string;
   /** Messages no consumer has claimed yet. */
   waiting: number;
+  /** Messages waiting for a later time: delayed publishes and retries in backoff. */
+  scheduled: number;
   /** Messages claimed by a consumer and not yet settled. */
   inFlight: number;
   /** Messages handled and kept in the archive. */

@@ -48,7 +48,13 @@ describe('a worker on the Maildir store', () => {
     );
     const summary = await worker.done;
 
-    expect(summary).toEqual({ handled: 200, failed: 0, deadLettered: 0, reason: 'max' });
+    expect(summary).toEqual({
+      handled: 200,
+      failed: 0,
+      deadLettered: 0,
+      recovered: 0,
+      reason: 'max',
+    });
     expect([...seen].sort((a, b) => a - b)).toEqual(payloads.map((p) => p.payload.n));
     expect(mostAtOnce).toBe(4);
     expect(ids).toHaveLength(200);
@@ -73,7 +79,7 @@ describe('a worker on the Maildir store', () => {
           throw new Error(`boom ${message.attempt}`);
         }
       },
-      { maxMessages: 3 },
+      { maxMessages: 3, backoffMs: 10 },
     );
     const summary = await worker.done;
 
@@ -100,7 +106,7 @@ describe('a worker on the Maildir store', () => {
       () => {
         throw new Error('cannot handle this');
       },
-      { maxMessages: 3, maxAttempts: 3 },
+      { maxMessages: 3, maxAttempts: 3, backoffMs: 10 },
     );
     expect(await worker.done).toMatchObject({ handled: 0, failed: 2, deadLettered: 1 });
     expect(statsOf(await bus.stats(topic))).toEqual({

@@ -61,7 +61,7 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
       expect(await store.listGroups(topic)).toEqual(['default']);
       expect(await store.listTopics()).toContain(topic);
       expect(await store.stats(topic)).toEqual([
-        { topic, group: 'default', waiting: 2, inFlight: 0, handled: 0, dead: 0 },
+        { topic, group: 'default', waiting: 2, scheduled: 0, inFlight: 0, handled: 0, dead: 0 },
       ]);
 
       const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
@@ -160,6 +160,105 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
       expect(claims).toHaveLength(1);
       await claimer.ack(claims);
       await claimer.close();
+    });
+
+    it('holds a delayed message in Scheduled until its time, then hands it out', async () => {
+      const store = await open();
+      const topic = uniqueTopic('delay');
+      const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
+      const delayMs = 1500;
+      const notBefore = new Date(Date.now() + delayMs);
+      const [message] = await compose(topic, [{ payload: 'later' }]);
+      await store.append(topic, [message as ComposedMessage], { notBefore });
+
+      expect((await store.stats(topic))[0]).toMatchObject({ waiting: 0, scheduled: 1 });
+      expect(await claimer.claim(10)).toEqual([]);
+
+      let claims: Claim[] = [];
+      const signal = new AbortController().signal;
+      while (claims.length === 0 && Date.now() < notBefore.getTime() + 3000) {
+        await claimer.waitForMessages(1000, signal);
+        claims = await claimer.claim(10);
+      }
+      const handedOutAt = Date.now();
+      expect(claims.map(idOf)).toEqual([message?.id]);
+      expect(handedOutAt).toBeGreaterThanOrEqual(notBefore.getTime());
+      expect(handedOutAt - notBefore.getTime()).toBeLessThan(1500);
+      await claimer.ack(claims);
+      expect((await store.stats(topic))[0]).toMatchObject({ scheduled: 0, handled: 1 });
+      await claimer.close();
+    });
+
+    it('puts a released message in Scheduled when it has a notBefore', async () => {
+      const store = await open();
+      const topic = uniqueTopic('backoff');
+      await store.append(topic, await compose(topic, [{ payload: 'retry me' }]));
+      const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
+      const [claim] = await claimAll(claimer, 1);
+      const notBefore = new Date(Date.now() + 800);
+      await claimer.release(claim as Claim, { raw: claim?.raw, notBefore });
+      expect((await store.stats(topic))[0]).toMatchObject({ scheduled: 1, inFlight: 0 });
+      expect(await claimer.claim(1)).toEqual([]);
+      await new Promise((resolve) => setTimeout(resolve, 900));
+      const again = await claimAll(claimer, 1);
+      expect(again.map(idOf)).toEqual([idOf(claim as Claim)]);
+      await claimer.ack(again);
+      await claimer.close();
+    });
+
+    it('lets a live consumer recover the claims of one that stopped heartbeating', async () => {
+      const crashed = await open();
+      const survivor = await open();
+      const topic = uniqueTopic('lease');
+      await crashed.append(topic, await compose(topic, [{ payload: 1 }, { payload: 2 }]));
+      const dead = await crashed.claimer(topic, 'default', { consumer: 'dead' });
+      await dead.heartbeat();
+      const held = await claimAll(dead, 2);
+      expect(held).toHaveLength(2);
+
+      const live = await survivor.claimer(topic, 'default', { consumer: 'live' });
+      await live.heartbeat();
+      expect(await live.recover(60_000)).toEqual([]);
+      await new Promise((resolve) => setTimeout(resolve, 1200));
+      await live.heartbeat();
+      const recovered = await live.recover(1000);
+      expect(recovered.map(idOf).sort()).toEqual(held.map(idOf).sort());
+      expect(await live.recover(1000)).toEqual([]);
+
+      await expect(dead.ack(held)).rejects.toMatchObject({ code: 'ELEASELOST' });
+      await live.ack(recovered);
+      expect((await survivor.stats(topic))[0]).toMatchObject({ inFlight: 0, handled: 2 });
+      await live.close();
+    });
+
+    it('lists, removes, purges and restores the messages of a folder', async () => {
+      const store = await open();
+      const topic = uniqueTopic('admin');
+      const messages = await compose(topic, [{ payload: 'a' }, { payload: 'b' }, { payload: 'c' }]);
+      await store.append(topic, messages);
+      const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
+      const claims = await claimAll(claimer, 3);
+      for (const claim of claims) {
+        await claimer.deadLetter(claim, claim.raw);
+      }
+      await claimer.close();
+
+      const junk = { topic, group: 'default', folder: 'junk' } as const;
+      const listed = await store.list(junk);
+      expect(listed.map((m) => idOf({ location: m.location, raw: m.raw })).sort()).toEqual(
+        messages.map((m) => m.id).sort(),
+      );
+      expect(listed.every((m) => Math.abs(m.storedAt.getTime() - Date.now()) < 60_000)).toBe(true);
+      expect(await store.list(junk, { limit: 2 })).toHaveLength(2);
+      expect((await store.list({ topic, group: 'default', folder: 'topic' })).length).toBe(3);
+
+      expect(await store.remove(junk, [listed[0]?.ref as string])).toBe(1);
+      await store.restore(topic, 'default', listed[1]?.raw as Buffer);
+      expect((await store.stats(topic))[0]).toMatchObject({ waiting: 1, dead: 2 });
+
+      expect(await store.purge(junk, new Date(Date.now() - 60_000))).toBe(0);
+      expect(await store.purge(junk, new Date(Date.now() + 60_000))).toBe(2);
+      expect((await store.stats(topic))[0]).toMatchObject({ waiting: 1, dead: 0 });
     });
 
     it('lets exactly one of four competing claimers have each message', async () => {

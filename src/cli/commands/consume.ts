@@ -5,9 +5,16 @@
 import { spawn } from 'node:child_process';
 import type { Command } from 'commander';
 import { connect } from '../../client.js';
+import type { HandlerContext } from '../../consumer/worker.js';
 import type { Message } from '../../message/message.js';
 import type { GlobalFlags } from '../options.js';
-import { addConnectionFlags, connectOptions, parseCount, parseDurationMs } from '../options.js';
+import {
+  addConnectionFlags,
+  connectOptions,
+  parseCount,
+  parseDurationMs,
+  parseRetention,
+} from '../options.js';
 
 interface ConsumeFlags extends GlobalFlags {
   group: string;
@@ -17,6 +24,11 @@ interface ConsumeFlags extends GlobalFlags {
   max?: number;
   wait?: number;
   maxAttempts?: number;
+  lease?: number;
+  backoff?: number;
+  timeout?: number;
+  archiveRetention?: number;
+  deadRetention?: number;
 }
 
 /** Most bytes of a failed command's stderr kept as the attempt's error. */
@@ -69,12 +81,25 @@ function execEnvironment(message: Message): NodeJS.ProcessEnv {
  * line: the payload goes to stdin and the metadata into the environment, so no content of a
  * message can be run as shell code.
  */
-export function runCommand(command: string, message: Message): Promise<void> {
+export function runCommand(command: string, message: Message, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
+    // The command runs in a process group of its own, so that when the attempt's time limit
+    // passes the whole group is killed: the shell and whatever it started.
     const child = spawn('/bin/sh', ['-c', command], {
       env: execEnvironment(message),
       stdio: ['pipe', 'inherit', 'pipe'],
+      detached: true,
     });
+    const kill = (): void => {
+      try {
+        process.kill(-(child.pid as number), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+      reject(signal.reason as Error);
+    };
+    signal.addEventListener('abort', kill, { once: true });
+    child.on('exit', () => signal.removeEventListener('abort', kill));
     let stderrTail = '';
     child.stderr.on('data', (chunk: Buffer) => {
       process.stderr.write(chunk);
@@ -116,8 +141,29 @@ export function registerConsume(program: Command): void {
     )
     .option(
       '--max-attempts <n>',
-      'attempts before a message is dead-lettered',
+      'attempts before a message is dead-lettered (5)',
       parseCount('--max-attempts'),
+    )
+    .option(
+      '--lease <duration>',
+      'how long claims outlive a silent worker (30s)',
+      parseDurationMs('--lease'),
+    )
+    .option(
+      '--backoff <duration>',
+      'first retry delay, doubling after (1s)',
+      parseDurationMs('--backoff', 0),
+    )
+    .option('--timeout <duration>', 'time limit of one attempt (5m)', parseDurationMs('--timeout'))
+    .option(
+      '--archive-retention <duration>',
+      'keep handled messages this long; 0 or forever (7d)',
+      parseRetention('--archive-retention'),
+    )
+    .option(
+      '--dead-retention <duration>',
+      'keep dead letters this long, or forever (30d)',
+      parseRetention('--dead-retention'),
     )
     .addHelpText(
       'after',
@@ -135,7 +181,7 @@ Examples:
     const bus = await connect(connectOptions(flags));
     const execCommand = flags.exec;
     const handler = execCommand
-      ? (message: Message) => runCommand(execCommand, message)
+      ? (message: Message, { signal }: HandlerContext) => runCommand(execCommand, message, signal)
       : (message: Message) => {
           process.stdout.write(`${messageLine(message)}\n`);
         };
@@ -147,6 +193,11 @@ Examples:
       maxMessages: flags.max,
       idleTimeoutMs: flags.wait,
       maxAttempts: flags.maxAttempts,
+      leaseMs: flags.lease,
+      backoffMs: flags.backoff,
+      handlerTimeoutMs: flags.timeout,
+      archiveRetentionMs: flags.archiveRetention,
+      deadRetentionMs: flags.deadRetention,
     });
     worker.on('warning', (err) => {
       process.stderr.write(`mailbus: warning: ${err.message}\n`);

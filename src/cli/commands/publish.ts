@@ -7,7 +7,14 @@ import { connect } from '../../client.js';
 import { ERROR_CODES, MailbusError, errorText } from '../../errors.js';
 import type { OutgoingMessage, Priority } from '../../message/message.js';
 import type { GlobalFlags } from '../options.js';
-import { addConnectionFlags, collectHeader, connectOptions, parseCount } from '../options.js';
+import {
+  addConnectionFlags,
+  collectHeader,
+  connectOptions,
+  parseCount,
+  parseDurationMs,
+  parseTime,
+} from '../options.js';
 
 /** Lines per publish call with --lines: one store round trip (and one fsync) per batch. */
 const LINES_PER_BATCH = 100;
@@ -20,6 +27,8 @@ interface PublishFlags extends GlobalFlags {
   priority?: Priority;
   subject?: string;
   batch: number;
+  delay?: number;
+  notBefore?: Date;
 }
 
 function parseJson(text: string, where: string): unknown {
@@ -54,6 +63,16 @@ export function registerPublish(program: Command): void {
     .option('--priority <priority>', 'high or normal', 'normal')
     .option('--subject <subject>', 'the Subject a mail client shows')
     .option(
+      '--delay <duration>',
+      'hand it out no earlier than this from now (90s, 2h)',
+      parseDurationMs('--delay', 0),
+    )
+    .option(
+      '--not-before <time>',
+      'hand it out no earlier than this ISO time',
+      parseTime('--not-before'),
+    )
+    .option(
       '--batch <n>',
       'messages per publish call with --lines',
       parseCount('--batch'),
@@ -82,6 +101,14 @@ Examples:
         subject: flags.subject,
       };
 
+      if (flags.delay !== undefined && flags.notBefore !== undefined) {
+        throw new MailbusError(
+          ERROR_CODES.INVALID_OPTION,
+          'give --delay or --not-before, not both',
+        );
+      }
+      const schedule = { delayMs: flags.delay, notBefore: flags.notBefore };
+
       // Parse the payload before connecting: bad input fails fast and touches nothing.
       const single = flags.lines
         ? undefined
@@ -93,7 +120,7 @@ Examples:
       const bus = await connect(connectOptions(flags));
       try {
         if (!flags.lines) {
-          const id = await bus.publish(topic, single, { ...template, id: flags.id });
+          const id = await bus.publish(topic, single, { ...template, ...schedule, id: flags.id });
           process.stdout.write(`${id}\n`);
           return;
         }
@@ -101,7 +128,7 @@ Examples:
         let lineNumber = 0;
         const flush = async (): Promise<void> => {
           if (batch.length > 0) {
-            const ids = await bus.publishBatch(topic, batch);
+            const ids = await bus.publishBatch(topic, batch, schedule);
             process.stdout.write(ids.map((id) => `${id}\n`).join(''));
             batch = [];
           }

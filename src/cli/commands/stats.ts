@@ -29,11 +29,12 @@ export function registerStats(program: Command): void {
         process.stdout.write(`no topics in ${bus.store.location}\n`);
         return;
       }
-      const header = ['TOPIC', 'GROUP', 'WAITING', 'IN FLIGHT', 'HANDLED', 'DEAD'];
+      const header = ['TOPIC', 'GROUP', 'WAITING', 'SCHEDULED', 'IN FLIGHT', 'HANDLED', 'DEAD'];
       const cells = rows.map((row) => [
         row.topic,
         row.group,
         formatNumber(row.waiting),
+        formatNumber(row.scheduled),
         formatNumber(row.inFlight),
         formatNumber(row.handled),
         formatNumber(row.dead),

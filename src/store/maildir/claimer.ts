@@ -1,6 +1,14 @@
 // Hands out one group's waiting messages to one consumer. A claim renames the file from the
 // group's folder into this consumer's in-progress folder: rename(2) is atomic, so when several
 // processes reach for the same file exactly one succeeds and the others see ENOENT.
+//
+// Leases: each consumer holds its claims in a folder of its own, and proves it is alive by
+// touching that folder's `maildirfolder` file (its mtime is the last heartbeat). Another
+// consumer of the group that finds a heartbeat older than the lease takes the files over, one
+// rename each, so that a crashed consumer's messages are not lost and none is taken twice.
+//
+// Scheduled messages (delays and retry backoff) wait in the group's Scheduled folder under a
+// name that begins with their due time; a claimer renames the due ones into the group.
 
 import * as fs from 'node:fs';
 import { join } from 'node:path';
@@ -9,7 +17,7 @@ import type { Logger } from '../../log.js';
 import type { Layout } from '../layout.js';
 import type { Claim, Claimer, ReleaseOptions } from '../store.js';
 import { CandidateQueue } from './candidates.js';
-import { FLAG, curName, parseName, uniqueBaseName, withFlag } from './filenames.js';
+import { FLAG, curName, nameTimeMs, parseName, uniqueBaseName, withFlag } from './filenames.js';
 import {
   ensureFolder,
   errnoOf,
@@ -28,8 +36,13 @@ export interface MaildirClaimerOptions {
   consumer: string;
   durable: boolean;
   logger: Logger;
+  /** Every folder of the Maildir++, by mailbox name. */
+  folders: () => string[];
   onClose: () => void;
 }
+
+/** Least time between two looks at the Scheduled folder when nothing there is due. */
+const SCHEDULE_CHECK_MS = 250;
 
 interface MaildirClaim extends Claim {
   /** The file's base name, kept when it moves on to the archive. */
@@ -37,11 +50,42 @@ interface MaildirClaim extends Claim {
   readonly flags: string;
 }
 
+/**
+ * How long a claimer goes without looking at the Scheduled folder when it knows of nothing due
+ * there: a message scheduled by another process is seen by its file event, or by then.
+ */
+const POLL_SCHEDULE_MS = 1000;
+
+/** The last heartbeat of the consumer whose in-progress folder this is (0 if unknown). */
+function heartbeatMs(dir: string): number {
+  try {
+    return fs.statSync(join(dir, 'maildirfolder')).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
+
+/** Removes a folder only if it holds no message: never a claim that arrived meanwhile. */
+function removeEmptyFolder(dir: string): void {
+  try {
+    for (const sub of ['cur', 'new', 'tmp']) {
+      fs.rmdirSync(join(dir, sub));
+    }
+    fs.rmSync(join(dir, 'maildirfolder'), { force: true });
+    fs.rmdirSync(dir);
+  } catch {
+    // Not empty (its consumer came back and claimed again), or already gone: leave it.
+  }
+}
+
 export class MaildirClaimer implements Claimer {
   private readonly groupDir: string;
   private readonly inProgressDir: string;
   private readonly archiveDir: string;
   private readonly junkDir: string;
+  private readonly scheduledDir: string;
+  // When the Scheduled folder must be looked at again: its earliest due time, or sooner.
+  private nextScheduleCheckMs = 0;
   private readonly candidates = new CandidateQueue();
   private readonly watchers: fs.FSWatcher[] = [];
   private readonly waiters = new Set<() => void>();
@@ -56,6 +100,7 @@ export class MaildirClaimer implements Claimer {
     this.inProgressDir = folderPath(root, layout.inProgress(topic, group, consumer));
     this.archiveDir = folderPath(root, layout.archive(topic, group));
     this.junkDir = folderPath(root, layout.junk(topic, group));
+    this.scheduledDir = folderPath(root, layout.scheduled(topic, group));
     this.logger = options.logger.child({ topic, group, consumer });
   }
 
@@ -66,22 +111,34 @@ export class MaildirClaimer implements Claimer {
     // inotify tells us about new files at once; when it cannot (too many watches, a network
     // file system), the consumer loop's periodic claims still find them by scanning.
     for (const sub of ['new', 'cur'] as const) {
-      try {
-        const watcher = fs.watch(join(this.groupDir, sub), (_event, name) => {
-          this.onFileEvent(sub, name);
-        });
-        watcher.on('error', (err) => {
-          this.logger.warn({ event: 'watch.failed', err: String(err) });
-        });
-        this.watchers.push(watcher);
-      } catch (err) {
-        this.logger.warn({ event: 'watch.unavailable', dir: sub, err: String(err) });
-      }
+      this.watch(join(this.groupDir, sub), (name) => this.onFileEvent(sub, name));
+    }
+    ensureFolder(root, layout.scheduled(topic, group));
+    for (const sub of ['new', 'cur'] as const) {
+      this.watch(join(this.scheduledDir, sub), () => {
+        this.nextScheduleCheckMs = 0;
+        this.wake();
+      });
+    }
+  }
+
+  private watch(dir: string, onEvent: (name: string | null) => void): void {
+    try {
+      const watcher = fs.watch(dir, (_event, name) => onEvent(name));
+      watcher.on('error', (err) => {
+        this.logger.warn({ event: 'watch.failed', dir, err: String(err) });
+      });
+      this.watchers.push(watcher);
+    } catch (err) {
+      this.logger.warn({ event: 'watch.unavailable', dir, err: String(err) });
     }
   }
 
   async claim(max: number): Promise<Claim[]> {
     this.assertOpen();
+    if (Date.now() >= this.nextScheduleCheckMs) {
+      this.promoteDue();
+    }
     if (this.candidates.size === 0 || this.changed) {
       this.scan();
     }
@@ -118,6 +175,8 @@ export class MaildirClaimer implements Claimer {
     if (this.changed || this.candidates.size > 0 || this.closed || signal.aborted) {
       return Promise.resolve();
     }
+    // Wake no later than the next scheduled message is due.
+    timeoutMs = Math.max(0, Math.min(timeoutMs, this.nextScheduleCheckMs - Date.now()));
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
@@ -133,11 +192,13 @@ export class MaildirClaimer implements Claimer {
 
   async ack(claims: Claim[]): Promise<void> {
     const lost: string[] = [];
+    let moved = 0;
     for (const claim of claims as MaildirClaim[]) {
       const flags = withFlag(claim.flags, FLAG.seen);
       const target = join(this.archiveDir, 'cur', curName(claim.base, flags));
       try {
         this.moveOwn(claim, target);
+        moved += 1;
       } catch (err) {
         if (!isMailbusError(err, ERROR_CODES.LEASE_LOST)) {
           throw err;
@@ -145,7 +206,9 @@ export class MaildirClaimer implements Claimer {
         lost.push(claim.location);
       }
     }
-    await this.syncDirs([join(this.archiveDir, 'cur'), join(this.inProgressDir, 'cur')]);
+    if (moved > 0) {
+      await this.syncDirs([join(this.archiveDir, 'cur'), join(this.inProgressDir, 'cur')]);
+    }
     if (lost.length > 0) {
       throw new LeaseLostError(`${lost.length} claimed messages were gone at ack`, lost);
     }
@@ -154,6 +217,12 @@ export class MaildirClaimer implements Claimer {
   async release(claim: Claim, options: ReleaseOptions = {}): Promise<void> {
     const own = claim as MaildirClaim;
     const flagged = own.flags.includes(FLAG.flagged);
+    const dueMs = options.notBefore?.getTime() ?? 0;
+    if (dueMs > Date.now()) {
+      await this.replace(own, this.scheduledDir, options.raw ?? own.raw, flagged, dueMs);
+      this.nextScheduleCheckMs = Math.min(this.nextScheduleCheckMs, dueMs);
+      return;
+    }
     if (options.raw === undefined) {
       const target = flagged
         ? join(this.groupDir, 'cur', curName(own.base, own.flags))
@@ -169,6 +238,56 @@ export class MaildirClaimer implements Claimer {
     await this.replace(claim as MaildirClaim, this.junkDir, raw, false);
   }
 
+  async heartbeat(): Promise<void> {
+    this.assertOpen();
+    const now = new Date();
+    try {
+      fs.utimesSync(join(this.inProgressDir, 'maildirfolder'), now, now);
+    } catch (err) {
+      throw storageError(`cannot record the heartbeat of ${this.options.consumer}`, err);
+    }
+  }
+
+  async recover(leaseMs: number): Promise<Claim[]> {
+    this.assertOpen();
+    const { layout, topic, group, consumer } = this.options;
+    const prefix = layout.inProgress(topic, group) + layout.delimiter;
+    const own = layout.inProgress(topic, group, consumer);
+    const expiredBefore = Date.now() - leaseMs;
+    const claims: MaildirClaim[] = [];
+
+    for (const mailbox of this.options.folders()) {
+      if (!mailbox.startsWith(prefix) || mailbox === own) {
+        continue;
+      }
+      const dir = folderPath(this.options.root, mailbox);
+      if (heartbeatMs(dir) >= expiredBefore) {
+        continue;
+      }
+      for (const sub of ['cur', 'new']) {
+        for (const name of listDir(join(dir, sub))) {
+          const { base, flags } = parseName(name);
+          const location = join(this.inProgressDir, 'cur', curName(base, flags));
+          try {
+            fs.renameSync(join(dir, sub, name), location);
+          } catch (err) {
+            if (errnoOf(err) === 'ENOENT') {
+              continue; // another consumer recovered this one first
+            }
+            throw storageError(`cannot recover ${join(dir, sub, name)}`, err);
+          }
+          const raw = this.readClaimed(location);
+          if (raw !== undefined) {
+            claims.push({ location, raw, base, flags });
+          }
+        }
+      }
+      this.logger.warn({ event: 'lease.recovered', from: mailbox, count: claims.length });
+      removeEmptyFolder(dir);
+    }
+    return claims;
+  }
+
   async close(): Promise<void> {
     if (this.closed) {
       return;
@@ -177,9 +296,7 @@ export class MaildirClaimer implements Claimer {
     for (const watcher of this.watchers) {
       watcher.close();
     }
-    for (const wake of [...this.waiters]) {
-      wake();
-    }
+    this.wake();
     this.removeInProgressFolder();
     this.options.onClose();
   }
@@ -191,9 +308,41 @@ export class MaildirClaimer implements Claimer {
     } else {
       this.changed = true;
     }
+    this.wake();
+  }
+
+  private wake(): void {
     for (const wake of [...this.waiters]) {
       wake();
     }
+  }
+
+  /**
+   * Moves the scheduled messages that are due into the group, where claims find them. Each move
+   * is a rename, so concurrent claimers never move one message twice; the name keeps its time,
+   * so a due message sorts where its time puts it.
+   */
+  private promoteDue(): void {
+    const now = Date.now();
+    let nextDue = now + POLL_SCHEDULE_MS;
+    for (const sub of ['new', 'cur'] as const) {
+      for (const name of listDir(join(this.scheduledDir, sub))) {
+        const dueMs = nameTimeMs(name);
+        if (dueMs > now) {
+          nextDue = Math.min(nextDue, dueMs);
+          continue;
+        }
+        try {
+          fs.renameSync(join(this.scheduledDir, sub, name), join(this.groupDir, sub, name));
+          this.changed = true;
+        } catch (err) {
+          if (errnoOf(err) !== 'ENOENT') {
+            throw storageError(`cannot move a due message out of ${this.scheduledDir}`, err);
+          }
+        }
+      }
+    }
+    this.nextScheduleCheckMs = Math.max(nextDue, now + SCHEDULE_CHECK_MS);
   }
 
   private scan(): void {
@@ -248,6 +397,7 @@ export class MaildirClaimer implements Claimer {
     folderDir: string,
     raw: Buffer,
     flagged: boolean,
+    dueMs?: number,
   ): Promise<void> {
     if (!fs.existsSync(claim.location)) {
       throw new MailbusError(
@@ -255,7 +405,7 @@ export class MaildirClaimer implements Claimer {
         `claimed message ${claim.location} is gone: its lease was lost`,
       );
     }
-    const base = uniqueBaseName(raw.length);
+    const base = uniqueBaseName(raw.length, dueMs);
     const target = flagged
       ? join(folderDir, 'cur', curName(base, FLAG.flagged))
       : join(folderDir, 'new', base);

@@ -13,15 +13,28 @@ const HOST = hostname().replace(/[^A-Za-z0-9.-]/g, '') || 'localhost';
 
 let deliveryCount = 0;
 
-/** A base name no other delivery on any machine will choose: time, pid, counter, randomness. */
-export function uniqueBaseName(size: number): string {
-  const now = Date.now();
-  const seconds = Math.floor(now / 1000);
+/**
+ * A base name no other delivery on any machine will choose: time, pid, counter, randomness.
+ * The time is when the message is due: now for a normal delivery, later for a scheduled one, so
+ * that names sort in the order messages are to be handed out.
+ */
+export function uniqueBaseName(size: number, timeMs = Date.now()): string {
+  const seconds = Math.floor(timeMs / 1000);
   // Zero-padded, so that names sort in delivery order within a second too.
-  const micros = String((now % 1000) * 1000).padStart(6, '0');
+  const micros = String((timeMs % 1000) * 1000).padStart(6, '0');
   deliveryCount += 1;
   const random = randomBytes(4).toString('hex');
   return `${seconds}.M${micros}P${process.pid}Q${deliveryCount}R${random}.${HOST},S=${size}`;
+}
+
+/** The time a file name was given for, in ms since the epoch; 0 for a name not of that form. */
+export function nameTimeMs(name: string): number {
+  const match = /^(\d+)\.M(\d+)/.exec(name);
+  if (!match) {
+    const seconds = /^(\d+)\./.exec(name);
+    return seconds ? Number(seconds[1]) * 1000 : 0;
+  }
+  return Number(match[1]) * 1000 + Math.floor(Number(match[2]) / 1000);
 }
 
 export interface MaildirName {

@@ -9,7 +9,17 @@ import type { MaildirConfig } from '../../config/connection.js';
 import type { ComposedMessage } from '../../message/compose.js';
 import type { Logger } from '../../log.js';
 import { DEFAULT_GROUP, Layout } from '../layout.js';
-import type { Claimer, ClaimerOptions, GroupStats, Store } from '../store.js';
+import type {
+  AppendOptions,
+  Claimer,
+  ClaimerOptions,
+  GroupStats,
+  ListOptions,
+  Place,
+  Store,
+  StoredMessage,
+} from '../store.js';
+import { listPlace, purgePlace, removeFromPlace } from './places.js';
 import { MaildirClaimer } from './claimer.js';
 import { curName, uniqueBaseName } from './filenames.js';
 import {
@@ -69,6 +79,7 @@ export class MaildirStore implements Store {
     ensureFolder(this.root, this.layout.group(topic, group));
     ensureFolder(this.root, this.layout.archive(topic, group));
     ensureFolder(this.root, this.layout.junk(topic, group));
+    ensureFolder(this.root, this.layout.scheduled(topic, group));
     this.logger.info({ event: 'group.subscribed', topic, group });
   }
 
@@ -87,20 +98,33 @@ export class MaildirStore implements Store {
     return this.listGroupsNow(topic);
   }
 
-  async append(topic: string, messages: ComposedMessage[]): Promise<void> {
+  async append(
+    topic: string,
+    messages: ComposedMessage[],
+    options: AppendOptions = {},
+  ): Promise<void> {
     if (messages.length === 0) {
       return;
     }
     await this.ensureTopic(topic);
     const groups = this.listGroupsNow(topic);
     const topicDir = folderPath(this.root, this.layout.topic(topic));
+    // A delayed message waits in each group's Scheduled folder, under a name that carries its
+    // due time; the claimers move it into the group when that time comes.
+    const dueMs = options.notBefore?.getTime() ?? 0;
+    const scheduled = dueMs > Date.now();
+    const groupFolder = (group: string): string =>
+      scheduled ? this.layout.scheduled(topic, group) : this.layout.group(topic, group);
+    if (scheduled) {
+      groups.forEach((group) => ensureFolder(this.root, this.layout.scheduled(topic, group)));
+    }
     const touched = new Set<string>();
 
     // Write each message once into the topic's tmp/, durable before anything links to it.
     const written: Array<{ message: ComposedMessage; base: string; tmp: string }> = [];
     try {
       const writes = messages.map(async (message) => {
-        const base = uniqueBaseName(message.raw.length);
+        const base = uniqueBaseName(message.raw.length, scheduled ? dueMs : undefined);
         const tmp = await writeTmp(topicDir, base, message.raw, this.durable);
         written.push({ message, base, tmp });
       });
@@ -118,7 +142,7 @@ export class MaildirStore implements Store {
       for (const { message, base, tmp } of written) {
         const target = placement(base, message.priority === 'high');
         for (const group of groups) {
-          const groupDir = folderPath(this.root, this.layout.group(topic, group));
+          const groupDir = folderPath(this.root, groupFolder(group));
           fs.linkSync(tmp, join(groupDir, target));
           touched.add(join(groupDir, target.slice(0, 3)));
         }
@@ -151,6 +175,7 @@ export class MaildirStore implements Store {
       consumer: options.consumer,
       durable: this.durable,
       logger: this.logger,
+      folders: () => this.folders(),
       onClose: () => this.claimers.delete(claimer),
     });
     claimer.start();
@@ -172,6 +197,7 @@ export class MaildirStore implements Store {
           topic: name,
           group,
           waiting: countMessages(this.root, this.layout.group(name, group)),
+          scheduled: countMessages(this.root, this.layout.scheduled(name, group)),
           inFlight,
           handled: countMessages(this.root, this.layout.archive(name, group)),
           dead: countMessages(this.root, this.layout.junk(name, group)),
@@ -179,6 +205,33 @@ export class MaildirStore implements Store {
       }
     }
     return result;
+  }
+
+  async list(place: Place, options?: ListOptions): Promise<StoredMessage[]> {
+    return listPlace(this.root, this.layout, this.folders(), place, options);
+  }
+
+  async remove(place: Place, refs: string[]): Promise<number> {
+    return removeFromPlace(this.root, this.layout, this.folders(), place, refs);
+  }
+
+  async purge(place: Place, before: Date): Promise<number> {
+    return purgePlace(this.root, this.layout, this.folders(), place, before);
+  }
+
+  async restore(topic: string, group: string, raw: Buffer): Promise<void> {
+    ensureFolder(this.root, this.layout.group(topic, group));
+    const groupDir = folderPath(this.root, this.layout.group(topic, group));
+    const base = uniqueBaseName(raw.length);
+    try {
+      const tmp = await writeTmp(groupDir, base, raw, this.durable);
+      fs.renameSync(tmp, join(groupDir, 'new', base));
+    } catch (err) {
+      throw storageError(`cannot restore a message into ${topic}/${group}`, err);
+    }
+    if (this.durable) {
+      await fsyncPath(join(groupDir, 'new'));
+    }
   }
 
   async close(): Promise<void> {
@@ -190,7 +243,7 @@ export class MaildirStore implements Store {
   }
 
   /** Every folder of the Maildir++, by mailbox name. */
-  private folders(): string[] {
+  folders(): string[] {
     return listDir(this.root)
       .filter((entry) => entry.startsWith('.') && entry !== '.' && entry !== '..')
       .map((entry) => entry.slice(1));

@@ -1,0 +1,150 @@
+// Operator access to the messages of one folder: listing, removing, purging by age. A message is
+// named by a ref relative to its folder (`new/NAME`, `cur/NAME`, or for in-flight messages
+// `<in-progress folder>/cur/NAME`), checked before it touches a path.
+
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { ERROR_CODES, MailbusError } from '../../errors.js';
+import type { Layout } from '../layout.js';
+import type { ListOptions, Place, StoredMessage } from '../store.js';
+import { nameTimeMs } from './filenames.js';
+import { errnoOf, folderPath, isTrashed, listDir, storageError } from './folders.js';
+
+interface Entry {
+  ref: string;
+  path: string;
+  name: string;
+}
+
+const REF_PATTERN = /^(?:([A-Za-z0-9_.-]+)\/)?(new|cur)\/([^/\0]+)$/;
+
+/** The Maildir++ folders (by mailbox name) that make up a place. */
+export function placeFolders(layout: Layout, folders: string[], place: Place): string[] {
+  const { topic, group } = place;
+  switch (place.folder) {
+    case 'topic':
+      return [layout.topic(topic)];
+    case 'waiting':
+      return [layout.group(topic, group)];
+    case 'scheduled':
+      return [layout.scheduled(topic, group)];
+    case 'archive':
+      return [layout.archive(topic, group)];
+    case 'junk':
+      return [layout.junk(topic, group)];
+    case 'in-flight': {
+      const prefix = layout.inProgress(topic, group) + layout.delimiter;
+      return folders.filter((mailbox) => mailbox.startsWith(prefix));
+    }
+  }
+}
+
+function entries(root: string, layout: Layout, folders: string[], place: Place): Entry[] {
+  const many = place.folder === 'in-flight';
+  const found: Entry[] = [];
+  for (const mailbox of placeFolders(layout, folders, place)) {
+    for (const sub of ['new', 'cur']) {
+      for (const name of listDir(join(folderPath(root, mailbox), sub))) {
+        if (name.startsWith('.') || isTrashed(name)) {
+          continue;
+        }
+        const ref = many ? `.${mailbox}/${sub}/${name}` : `${sub}/${name}`;
+        found.push({ ref, name, path: join(folderPath(root, mailbox), sub, name) });
+      }
+    }
+  }
+  return found.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+export function listPlace(
+  root: string,
+  layout: Layout,
+  folders: string[],
+  place: Place,
+  options: ListOptions = {},
+): StoredMessage[] {
+  const all = entries(root, layout, folders, place);
+  const chosen = options.limit === undefined ? all : all.slice(0, options.limit);
+  const messages: StoredMessage[] = [];
+  for (const entry of chosen) {
+    let raw: Buffer;
+    try {
+      raw = fs.readFileSync(entry.path);
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') {
+        continue; // claimed or removed meanwhile
+      }
+      throw storageError(`cannot read ${entry.path}`, err);
+    }
+    messages.push({
+      ref: entry.ref,
+      location: entry.path,
+      raw,
+      storedAt: new Date(nameTimeMs(entry.name)),
+    });
+  }
+  return messages;
+}
+
+/** Resolves a ref to a path inside the place, refusing anything that could leave it. */
+function refPath(root: string, layout: Layout, folders: string[], place: Place, ref: string) {
+  const match = REF_PATTERN.exec(ref);
+  const allowed = placeFolders(layout, folders, place);
+  const [, dotted, sub, name] = match ?? [];
+  const mailbox = dotted === undefined ? allowed[0] : dotted.slice(1);
+  const inPlace = place.folder === 'in-flight' ? dotted !== undefined : dotted === undefined;
+  if (!match || !inPlace || mailbox === undefined || !allowed.includes(mailbox)) {
+    throw new MailbusError(
+      ERROR_CODES.INVALID_OPTION,
+      `"${ref.replace(/[^\x20-\x7e]/g, '?')}" is not a message of ${place.folder} in ` +
+        `${place.topic}/${place.group}`,
+    );
+  }
+  return join(folderPath(root, mailbox), sub as string, name as string);
+}
+
+export function removeFromPlace(
+  root: string,
+  layout: Layout,
+  folders: string[],
+  place: Place,
+  refs: string[],
+): number {
+  const paths = refs.map((ref) => refPath(root, layout, folders, place, ref));
+  let removed = 0;
+  for (const path of paths) {
+    try {
+      fs.unlinkSync(path);
+      removed += 1;
+    } catch (err) {
+      if (errnoOf(err) !== 'ENOENT') {
+        throw storageError(`cannot remove ${path}`, err);
+      }
+    }
+  }
+  return removed;
+}
+
+export function purgePlace(
+  root: string,
+  layout: Layout,
+  folders: string[],
+  place: Place,
+  before: Date,
+): number {
+  let removed = 0;
+  for (const entry of entries(root, layout, folders, place)) {
+    if (nameTimeMs(entry.name) >= before.getTime()) {
+      break; // sorted by time: everything after is younger
+    }
+    try {
+      fs.unlinkSync(entry.path);
+      removed += 1;
+    } catch (err) {
+      if (errnoOf(err) !== 'ENOENT') {
+        throw storageError(`cannot remove ${entry.path}`, err);
+      }
+    }
+  }
+  return removed;
+}
