@@ -36,8 +36,9 @@ export class DeadLetters {
     const stored = await this.store.list(this.place);
     const letters: DeadLetter[] = [];
     for (const message of stored) {
-      const { original: _original, ...info } = await this.read(message);
-      letters.push(info);
+      const { id, subject, attempts, lastError, failedAt, ref, location, storedAt } =
+        await this.read(message);
+      letters.push({ id, subject, attempts, lastError, failedAt, ref, location, storedAt });
     }
     return letters;
   }

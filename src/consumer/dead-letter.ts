@@ -11,6 +11,7 @@ import { newMessageId } from '../message/compose.js';
 import { HEADER } from '../message/headers.js';
 import type { Message } from '../message/message.js';
 import { setHeaders } from '../message/rewrite.js';
+import { oneLine } from '../text.js';
 
 /** Our header naming the id of the message a report is about. */
 export const ORIGINAL_ID_HEADER = 'X-Mailbus-Original-Id';
@@ -57,7 +58,7 @@ function explanation(report: FailureReport, failedAt: Date): string {
 
 function deliveryStatus(report: FailureReport, failedAt: Date): string {
   // One line per field; the error goes on one line with no control characters.
-  const diagnostic = report.error.replace(/[\x00-\x1f\x7f]+/g, ' ').slice(0, 900);
+  const diagnostic = oneLine(report.error).slice(0, 900);
   return [
     `Reporting-MTA: dns; ${REPORTER}`,
     '',
