@@ -82,8 +82,8 @@ describe('the command line on a Maildir', () => {
     const stats = await runCli(['stats', topic, '--json'], { env });
     expect(JSON.parse(stats.stdout)).toEqual({
       groups: [
-        { topic, group: 'billing', waiting: 0, inFlight: 0, handled: 1, dead: 0 },
-        { topic, group: 'default', waiting: 1, inFlight: 0, handled: 0, dead: 0 },
+        { topic, group: 'billing', waiting: 0, scheduled: 0, inFlight: 0, handled: 1, dead: 0 },
+        { topic, group: 'default', waiting: 1, scheduled: 0, inFlight: 0, handled: 0, dead: 0 },
       ],
     });
     const table = await runCli(['stats', topic], { env });

@@ -38,8 +38,8 @@ describe('a Maildir filled by mailbus, served by Dovecot', () => {
     const localStats = await local.stats(topic);
     await local.close();
     expect(localStats).toEqual([
-      { topic, group: 'audit', waiting: 0, inFlight: 0, handled: 4, dead: 0 },
-      { topic, group: 'default', waiting: 3, inFlight: 0, handled: 0, dead: 1 },
+      { topic, group: 'audit', waiting: 0, scheduled: 0, inFlight: 0, handled: 4, dead: 0 },
+      { topic, group: 'default', waiting: 3, scheduled: 0, inFlight: 0, handled: 0, dead: 1 },
     ]);
 
     const user = `viewer-${randomBytes(3).toString('hex')}`;

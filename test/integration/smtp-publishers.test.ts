@@ -138,6 +138,7 @@ describe('mail from other publishers through Postfix', () => {
           topic,
           group,
           waiting: 0,
+          scheduled: 0,
           inFlight: 0,
           handled: count,
           dead: 0,
