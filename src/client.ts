@@ -204,7 +204,7 @@ export class Mailbus {
     this.assertOpen();
     checkName('topic', topic);
     checkName('group', group);
-    await this.store.ensureTopic(topic);
+    // Only this group: a topic first made by a subscribe gets no default group it did not ask for.
     await this.store.subscribe(topic, group);
   }
 
@@ -216,7 +216,9 @@ export class Mailbus {
     const concurrency = positiveInteger('concurrency', options.concurrency, 1);
     const consumer = checkName('group', options.consumer ?? newConsumerId());
 
-    const claimer = this.store.claimer(topic, group, { consumer });
+    const claimer = this.groupToConsume(topic, group).then(() =>
+      this.store.claimer(topic, group, { consumer }),
+    );
     const worker = new Worker(this.store, claimer, handler, {
       topic,
       group,
@@ -261,6 +263,28 @@ export class Mailbus {
     return new DeadLetters(this.store, checkName('topic', topic), checkName('group', group));
   }
 
+  /**
+   * Checks that a worker has a group to consume. A topic that does not exist yet is created
+   * with its default group (a consumer may start before the first publish); a group that does
+   * not exist is an error, because creating it by a typo would keep copies nobody reads.
+   */
+  private async groupToConsume(topic: string, group: string): Promise<void> {
+    const groups = await this.store.listGroups(topic);
+    if (groups.includes(group)) {
+      return;
+    }
+    if (groups.length === 0 && group === DEFAULT_GROUP) {
+      await this.store.ensureTopic(topic);
+      return;
+    }
+    const known = groups.length === 0 ? 'it has none yet' : `its groups: ${groups.join(', ')}`;
+    throw new MailbusError(
+      ERROR_CODES.INVALID_OPTION,
+      `topic ${topic} has no group ${group} (${known}); create it with: ` +
+        `mailbus subscribe ${topic} ${group}`,
+    );
+  }
+
   async topics(): Promise<string[]> {
     this.assertOpen();
     return this.store.listTopics();
@@ -273,7 +297,16 @@ export class Mailbus {
 
   async stats(topic?: string): Promise<GroupStats[]> {
     this.assertOpen();
-    return this.store.stats(topic === undefined ? undefined : checkName('topic', topic));
+    if (
+      topic !== undefined &&
+      !(await this.store.listTopics()).includes(checkName('topic', topic))
+    ) {
+      throw new MailbusError(
+        ERROR_CODES.INVALID_OPTION,
+        `no topic ${topic} in ${redact(this.store.location)}`,
+      );
+    }
+    return this.store.stats(topic);
   }
 
   /** Stops every worker (handing back unstarted claims), then closes connections. */

@@ -19,9 +19,15 @@ function program(): Command {
   const root = new Command('mailbus')
     .description('A message queue whose broker is email: Maildir, IMAP and SMTP.')
     .version('0.1.0')
-    .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .configureOutput({ writeErr: (text) => process.stderr.write(text) })
+    .configureOutput({
+      writeErr: (text) => process.stderr.write(text),
+      // Usage errors, like every other error, are one line that starts with the program's name.
+      outputError: (text, write) => {
+        const line = text.replace(/^error: /, '').trim();
+        write(`mailbus: ${line} (see mailbus --help)\n`);
+      },
+    })
     .addHelpText(
       'after',
       `

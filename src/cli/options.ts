@@ -33,9 +33,14 @@ export function addConnectionFlags(command: Command): Command {
     .option('--log-level <level>', 'log JSON lines to stderr at this level (MAILBUS_LOG_LEVEL)');
 }
 
+const LOG_LEVELS = ['silent', 'error', 'warn', 'info', 'debug', 'trace'];
+
 export function connectOptions(flags: GlobalFlags): ConnectOptions {
   const env = process.env;
   const logLevel = flags.logLevel ?? env.MAILBUS_LOG_LEVEL ?? 'silent';
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw invalid(`log level "${logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
+  }
   if (flags.insecureTls) {
     process.stderr.write('mailbus: warning: TLS certificates are not verified (--insecure-tls)\n');
   }

@@ -92,13 +92,25 @@ function tlsFrom(sources: SecretSources): TlsOptions {
     } catch (err) {
       throw invalid(`cannot read the TLS CA file ${sources.tlsCaFile}: ${errorText(err)}`);
     }
+    if (!ca.includes('-----BEGIN CERTIFICATE-----')) {
+      throw invalid(`the TLS CA file ${sources.tlsCaFile} holds no PEM certificate`);
+    }
   }
   return { ca, rejectUnauthorized: !sources.insecureTls };
 }
 
+/** Decodes a %-escaped URL part; a bad escape is a clear error that does not show the part. */
+function decodePart(part: string, what: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw invalid(`the ${what} in the URL has a bad %-escape: write % itself as %25`);
+  }
+}
+
 function passwordFrom(parsed: URL, sources: SecretSources): string | undefined {
   if (parsed.password) {
-    return decodeURIComponent(parsed.password);
+    return decodePart(parsed.password, 'password');
   }
   if (sources.password) {
     return sources.password;
@@ -149,7 +161,7 @@ export function parseStoreUrl(url: string | undefined, sources: SecretSources = 
     );
   }
   const secure = parsed.protocol === 'imaps:';
-  const user = decodeURIComponent(parsed.username);
+  const user = decodePart(parsed.username, 'user name');
   if (!user) {
     throw invalid(`${redact(url)} names no user: use imap://user@host:port`);
   }
@@ -181,7 +193,7 @@ export function parseSmtpUrl(url: string, sources: SecretSources = {}): SmtpConf
     );
   }
   const secure = parsed.protocol === 'smtps:';
-  const user = decodeURIComponent(parsed.username) || undefined;
+  const user = decodePart(parsed.username, 'user name') || undefined;
   return {
     host: parsed.hostname,
     port: portOf(parsed, secure ? 465 : 587, url),

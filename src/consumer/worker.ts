@@ -114,6 +114,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly handler: Handler;
   private readonly logger: Logger;
   private readonly abort = new AbortController();
+  // Settles when the worker is told to stop, so that no wait outlasts a close().
+  private readonly stopped = new Promise<void>((resolve) => {
+    this.abort.signal.addEventListener('abort', () => resolve(), { once: true });
+  });
   private readonly buffer: Claim[] = [];
   private readonly active = new Set<Promise<void>>();
   private acks: AckBatch | undefined;
@@ -128,6 +132,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     reason: 'closed',
   };
   private readonly timers: NodeJS.Timeout[] = [];
+  // The running attempts, aborted when a stopping worker's grace period runs out.
+  private readonly attempts = new Set<AbortController>();
 
   constructor(
     private readonly store: Store,
@@ -206,12 +212,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
         break;
       }
       if (this.maxReached()) {
-        await Promise.all(this.active);
+        await Promise.race([Promise.all(this.active), this.stopped]);
         this.stop('max');
         break;
       }
       if (this.active.size >= concurrency || (this.buffer.length > 0 && this.active.size > 0)) {
-        await Promise.race(this.active);
+        await Promise.race([...this.active, this.stopped]);
         continue;
       }
       if (this.buffer.length === 0) {
@@ -243,7 +249,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       waitMs = Math.min(waitMs, left);
     }
     const arrival = claimer.waitForMessages(waitMs, this.abort.signal);
-    await Promise.race([arrival, ...this.active]);
+    await Promise.race([arrival, ...this.active, this.stopped]);
   }
 
   private startTimers(claimer: Claimer): void {
@@ -354,6 +360,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private async runHandler(message: Message): Promise<void> {
     const { handlerTimeoutMs } = this.options;
     const attempt = new AbortController();
+    this.attempts.add(attempt);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -369,6 +376,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       ]);
     } finally {
       clearTimeout(timer);
+      this.attempts.delete(attempt);
     }
   }
 
@@ -468,7 +476,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
     });
     const finished = await Promise.race([Promise.all(this.active).then(() => 'done'), grace]);
     if (finished === 'timeout') {
+      // What still runs is abandoned: its messages stay claimed until this worker's lease
+      // expires and another worker recovers them. --exec commands are killed.
       this.logger.warn({ event: 'worker.grace_expired', running: this.active.size });
+      for (const attempt of this.attempts) {
+        attempt.abort(new HandlerTimeoutError('the worker stopped before the handler finished'));
+      }
     }
 
     try {

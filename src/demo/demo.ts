@@ -105,9 +105,17 @@ export async function runDemo(bus: Mailbus, options: DemoOptions): Promise<DemoR
     });
   }, PROGRESS_INTERVAL_MS);
 
+  // The time limit covers the whole run, publishing included.
+  let timedOut = false;
   let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => {
+      timedOut = true;
+      resolve('timeout');
+    }, options.timeoutMs);
+  });
   try {
-    for (let first = 0; first < options.count; first += PUBLISH_BATCH) {
+    for (let first = 0; first < options.count && !timedOut; first += PUBLISH_BATCH) {
       const batchSize = Math.min(PUBLISH_BATCH, options.count - first);
       const byTopic = new Map<string, OutgoingMessage[]>();
       for (let n = first; n < first + batchSize; n += 1) {
@@ -122,10 +130,6 @@ export async function runDemo(bus: Mailbus, options: DemoOptions): Promise<DemoR
     }
     publishing = false;
     checkDone();
-
-    const timeout = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), options.timeoutMs);
-    });
     await Promise.race([finished, timeout]);
   } finally {
     clearTimeout(timer);

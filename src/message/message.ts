@@ -8,7 +8,7 @@ export interface OutgoingMessage {
   payload: unknown;
   /** The message id to use instead of a generated one (becomes the Message-ID). */
   id?: string;
-  /** Ordering key: messages with the same key are one email thread. */
+  /** Ordering key, carried in the X-Mailbus-Key header field. */
   key?: string;
   /** Extra header fields, sent as they are. */
   headers?: Record<string, string>;

@@ -34,15 +34,12 @@ interface ConsumeFlags extends GlobalFlags {
 /** Most bytes of a failed command's stderr kept as the attempt's error. */
 const EXEC_ERROR_TAIL_BYTES = 500;
 
-// Variables that hold secrets of the worker itself: a handler command has no need of them.
+// Variables that may hold the worker's own credentials: a handler command has no need of them.
 const SECRET_VARIABLES = [
   'MAILBUS_URL',
   'MAILBUS_SMTP_URL',
   'MAILBUS_PASSWORD',
   'MAILBUS_PASSWORD_FILE',
-  'MAILBUS_SIGNING_KEY',
-  'MAILBUS_VERIFY_KEYS',
-  'MAILBUS_DASHBOARD_TOKEN',
 ];
 
 /** The payload as a command reads it: text as it is, anything else as compact JSON. */
@@ -120,6 +117,13 @@ export function runCommand(command: string, message: Message, signal: AbortSigna
   });
 }
 
+/** Writes one line; resolves once it is written, so a message is acked only after that. */
+function printLine(line: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    process.stdout.write(line, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
 export function registerConsume(program: Command): void {
   const command = program
     .command('consume')
@@ -182,9 +186,7 @@ Examples:
     const execCommand = flags.exec;
     const handler = execCommand
       ? (message: Message, { signal }: HandlerContext) => runCommand(execCommand, message, signal)
-      : (message: Message) => {
-          process.stdout.write(`${messageLine(message)}\n`);
-        };
+      : (message: Message) => printLine(`${messageLine(message)}\n`);
 
     const worker = bus.consume(topic, handler, {
       group: flags.group,
@@ -198,6 +200,15 @@ Examples:
       handlerTimeoutMs: flags.timeout,
       archiveRetentionMs: flags.archiveRetention,
       deadRetentionMs: flags.deadRetention,
+    });
+    // A reader that went away (`consume | head`) ends the worker like a SIGTERM: the message
+    // whose line could not be written is not acked, and the rest are handed back.
+    process.stdout.on('error', () => void worker.close());
+    worker.on('settled', (message, outcome) => {
+      if (outcome === 'dead') {
+        const id = message?.id ?? 'a message that could not be decoded';
+        process.stderr.write(`mailbus: ${id} moved to the dead letters of ${flags.group}\n`);
+      }
     });
     worker.on('warning', (err) => {
       process.stderr.write(`mailbus: warning: ${err.message}\n`);

@@ -11,11 +11,14 @@ import type { GlobalFlags } from '../options.js';
 import { addConnectionFlags, connectOptions, parseCount, parseDurationMs } from '../options.js';
 import { formatNumber, table } from '../output.js';
 
+/** How long the demo may take before it gives up and reports what is missing. */
+const DEMO_TIMEOUT_MS = 5 * 60_000;
+
 interface DemoFlags extends GlobalFlags {
   count: number;
   workers: number;
   concurrency: number;
-  timeout: number;
+  timeout?: number;
   json?: boolean;
 }
 
@@ -79,9 +82,8 @@ export function registerDemo(program: Command): void {
     .option('--concurrency <n>', 'handlers per worker', parseCount('--concurrency'), 4)
     .option(
       '--timeout <duration>',
-      'give up after this long',
+      'give up after this long (default 5m)',
       parseDurationMs('--timeout'),
-      300_000,
     )
     .option('--json', 'print the summary as one JSON object');
   addConnectionFlags(command).action(async (flags: DemoFlags) => {
@@ -107,7 +109,7 @@ export function registerDemo(program: Command): void {
         count: flags.count,
         workersPerGroup: flags.workers,
         concurrency: flags.concurrency,
-        timeoutMs: flags.timeout,
+        timeoutMs: flags.timeout ?? DEMO_TIMEOUT_MS,
         onProgress,
       });
     } finally {

@@ -57,7 +57,7 @@ export function registerPublish(program: Command): void {
     .argument('<topic>', 'topic name')
     .argument('[json]', 'the payload as JSON; read from stdin when left out')
     .option('--lines', 'read stdin as one JSON payload per line, one message each')
-    .option('--key <key>', 'ordering key: messages with one key form one thread')
+    .option('--key <key>', 'ordering key, carried in X-Mailbus-Key')
     .option('--id <id>', 'message id to use (becomes the Message-ID)')
     .option('--header <name=value>', 'add a header field (repeatable)', collectHeader)
     .option('--priority <priority>', 'high or normal', 'normal')

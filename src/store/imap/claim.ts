@@ -21,10 +21,14 @@
 // server did change it reports with an untagged FETCH (MODSEQ), which RFC 7162 requires even
 // for .SILENT: only those messages are ours. Last, only messages the MOVE really copied (named
 // in its COPYUID) are handed out, which covers a server that reports no FETCH at all.
+//
+// The same conditional STORE, with a keyword of its own, makes the promotion of due scheduled
+// messages exclusive (promote.ts): takeExclusively() is the step both share.
 
 import type { ImapFlow } from 'imapflow';
 import type { Logger } from '../../log.js';
 import {
+  creatingMailbox,
   fetchSources,
   formatUidSet,
   moveMessages,
@@ -44,6 +48,8 @@ export const CLAIM_KEYWORD = '$MailbusClaimed';
 export interface ClaimedMessage {
   /** Its UID in the in-progress mailbox. */
   uid: number;
+  /** The in-progress mailbox's UIDVALIDITY when the message arrived, from COPYUID. */
+  uidValidity: bigint | undefined;
   raw: Buffer;
   /** \Flagged: published with high priority. */
   flagged: boolean;
@@ -77,8 +83,8 @@ export async function claimRound(
 
   // Each SEARCH is a snapshot of its own, so each set of picks is protected by the MODSEQ read
   // with it: every change made after a snapshot gets a MODSEQ above the highest it reported.
-  const wonFlagged = await storeClaim(client, flagged);
-  const wonNormal = await storeClaim(client, normal);
+  const wonFlagged = await takeExclusively(client, flagged, CLAIM_KEYWORD);
+  const wonNormal = await takeExclusively(client, normal, CLAIM_KEYWORD);
   const won = [...wonFlagged, ...wonNormal];
   if (won.length === 0) {
     return { claimed: [], contended: true };
@@ -90,15 +96,24 @@ export async function claimRound(
     return { claimed: [], contended: true };
   }
 
-  // Safe now: the STORE made this consumer the only one that tries to move these messages.
-  const moved = await moveMessages(client, present, inProgress);
+  // Safe now: the STORE made this consumer the only one that tries to move these messages. A
+  // recovering consumer that judged this one dead may have taken its in-progress mailbox away:
+  // the MOVE then recreates it, and the messages stay ours (they still carry the keyword).
+  const moved = await creatingMailbox(client, inProgress, () =>
+    moveMessages(client, present, inProgress),
+  );
   const isFlagged = new Set(wonFlagged);
   const claimed: ClaimedMessage[] = [];
   for (const uid of present) {
-    const target = moved.get(uid);
+    const target = moved.targets.get(uid);
     const raw = sources.get(uid);
     if (target !== undefined && raw !== undefined) {
-      claimed.push({ uid: target, raw, flagged: isFlagged.has(uid) });
+      claimed.push({
+        uid: target,
+        uidValidity: moved.uidValidity,
+        raw,
+        flagged: isFlagged.has(uid),
+      });
     }
   }
   if (claimed.length < won.length) {
@@ -123,42 +138,49 @@ async function searchWaiting(
   return await searchUids(client, criteria, max, partial);
 }
 
-/** The conditional STORE of the claim keyword on `picks`: returns the UIDs this session won. */
-async function storeClaim(client: ImapFlow, picks: SearchResult): Promise<number[]> {
+/**
+ * The conditional STORE of `keyword` on `picks`, whose MODSEQ is the highest among them in the
+ * snapshot they were picked from: returns the UIDs this session won.
+ */
+export async function takeExclusively(
+  client: ImapFlow,
+  picks: SearchResult,
+  keyword: string,
+): Promise<number[]> {
   if (picks.uids.length === 0) {
     return [];
   }
   // RFC 7162 requires the MODSEQ in the SEARCH answer; from a server that leaves it out, it is
   // fetched, a snapshot later.
-  const checked = picks.modseq === undefined ? await fetchUnclaimed(client, picks.uids) : picks;
+  const checked =
+    picks.modseq === undefined ? await fetchUntaken(client, picks.uids, keyword) : picks;
   if (checked.uids.length === 0 || checked.modseq === undefined) {
     return [];
   }
 
-  const store = await storeKeywordUnchangedSince(
-    client,
-    checked.uids,
-    CLAIM_KEYWORD,
-    checked.modseq,
-  );
+  const store = await storeKeywordUnchangedSince(client, checked.uids, keyword, checked.modseq);
   return checked.uids.filter(
     (uid) => !store.modified.has(uid) && (store.updated.size === 0 || store.updated.has(uid)),
   );
 }
 
 /**
- * The picks still unclaimed in a fresh snapshot, with their highest MODSEQ. A pick that another
- * consumer's STORE reached since the SEARCH carries the keyword by now and is left out, so the
- * MODSEQ of that STORE never protects our own.
+ * The picks still without `keyword` in a fresh snapshot, with their highest MODSEQ. A pick that
+ * another consumer's STORE reached since the SEARCH carries the keyword by now and is left
+ * out, so the MODSEQ of that STORE never protects our own.
  */
-async function fetchUnclaimed(client: ImapFlow, uids: number[]): Promise<SearchResult> {
+async function fetchUntaken(
+  client: ImapFlow,
+  uids: number[],
+  keyword: string,
+): Promise<SearchResult> {
   const states = await client.fetchAll(
     formatUidSet(uids),
     { uid: true, flags: true },
     { uid: true },
   );
   const fresh = states.filter(
-    (state) => !state.flags?.has(CLAIM_KEYWORD) && !state.flags?.has('\\Deleted'),
+    (state) => !state.flags?.has(keyword) && !state.flags?.has('\\Deleted'),
   );
   const modseq = fresh.reduce<bigint | undefined>(
     (highest, state) =>

@@ -2,18 +2,70 @@
 // selected (and IDLEs on it to hear of new mail), settles on a second connection that keeps
 // the consumer's in-progress mailbox selected. Two connections, because IMAP acts on the
 // selected mailbox: one connection would have to re-select between every claim and every ack.
+//
+// Besides claiming and settling, a claimer
+// - promotes due scheduled messages into the group just before it claims (promote.ts), on the
+//   claim connection, and never sleeps in waitForMessages past the next one's due time;
+// - heartbeats, with one APPEND to the group's Consumers mailbox on the settle connection, once
+//   when it opens (before its in-progress mailbox exists) and whenever heartbeat() is called;
+// - recovers, when recover() is called: takes over the in-progress mailboxes of consumers that
+//   stopped heartbeating (lease.ts) and adopts messages of its own in-progress mailbox that it
+//   handed out to nobody (a claim whose MOVE succeeded but whose answer was lost, or the
+//   leftovers of a previous process with the same consumer id), on the settle connection; and
+//   frees messages stranded with a claim or promote keyword (stranded.ts), on the claim one.
+//
+// A claim names its in-progress mailbox's UIDVALIDITY (from the COPYUID of its MOVE). If the
+// mailbox was taken over and recreated meanwhile, a UID there may name another message: a
+// settle then fails with ELEASELOST instead of acking a stranger. The group mailbox may be
+// deleted and recreated under a running claimer too: Dovecot then either disconnects the claim
+// connection, which reconnects and selects the new mailbox on the next claim, or leaves it
+// looking at the old, empty one, which a claimer that keeps finding nothing notices by
+// selecting the group again every GROUP_RESELECT_INTERVAL_MS. Nothing of the claimer's state
+// is tied to the group's UIDs except the stranded watch, which keys its sightings by
+// UIDVALIDITY; the claims it holds are in its in-progress mailbox and settle as before.
 
 import type { ImapFlow } from 'imapflow';
 import type { ImapConfig } from '../../config/connection.js';
-import { ERROR_CODES, LeaseLostError, MailbusError, errorText } from '../../errors.js';
+import {
+  ERROR_CODES,
+  LeaseLostError,
+  MailbusError,
+  errorText,
+  isMailbusError,
+} from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { checkName } from '../../names.js';
 import type { Layout } from '../layout.js';
 import type { Claim, Claimer, ReleaseOptions } from '../store.js';
 import { CLAIM_KEYWORD, claimRound } from './claim.js';
 import type { ClaimedMessage } from './claim.js';
-import { expungeMessages, moveMessages, storeFlags } from './commands.js';
+import {
+  creatingMailbox,
+  deleteMessages,
+  formatUidSet,
+  isMissingMailbox,
+  listMailboxes,
+  mailboxStatus,
+  moveMessages,
+  searchAllUids,
+  storeFlags,
+} from './commands.js';
 import { ImapConnection, REQUIRED_CAPABILITIES } from './connection.js';
+import {
+  LeaseJudge,
+  TAKEOVER_BATCH_MAX_MESSAGES,
+  consumersMailbox,
+  drainTomb,
+  heartbeatMessage,
+  newestHeartbeats,
+  parseHolder,
+  readHeartbeats,
+  tombMailbox,
+} from './lease.js';
+import type { Holder } from './lease.js';
+import { PROMOTE_KEYWORD, ScheduledPromoter } from './promote.js';
+import { scheduledCopy } from './schedule.js';
+import { StrandedWatch } from './stranded.js';
 
 /**
  * How many claim rounds one claim() may lose to other consumers before it gives up. Each lost
@@ -22,8 +74,27 @@ import { ImapConnection, REQUIRED_CAPABILITIES } from './connection.js';
  */
 export const MAX_CLAIM_ROUNDS = 8;
 
+/**
+ * The UIDs of its own heartbeats a claimer remembers, to delete them when it closes. Older ones
+ * are expunged by recover() long before; the bound keeps a long-lived claimer's list small.
+ */
+export const HEARTBEAT_UIDS_KEPT = 16;
+
+/**
+ * How often a claimer that finds nothing selects the group mailbox again. Dovecot does not
+ * always tell a session that its selected mailbox was deleted and recreated (it did when the
+ * session was IDLE and the mailbox had no children; otherwise the session went on seeing the
+ * old, empty mailbox, and even STATUS on it answered from that view), so a claimer that keeps
+ * finding nothing makes sure now and then that it looks at the mailbox of that name. One SELECT
+ * per 5 s of idle claiming; a busy claimer never pays it.
+ */
+export const GROUP_RESELECT_INTERVAL_MS = 5_000;
+
 /** Separates the mailbox and the UID in a claim's location: `orders.default.In-Progress.w1#7`. */
 const LOCATION_SEPARATOR = '#';
+
+// LIST flags of names that are not mailboxes of their own (a parent that only has children).
+const NOT_A_MAILBOX = ['\\noselect', '\\nonexistent'];
 
 /** A claim of this store: where the message is, and what settling it needs to know. */
 class ImapClaim implements Claim {
@@ -32,6 +103,8 @@ class ImapClaim implements Claim {
     readonly raw: Buffer,
     readonly uid: number,
     readonly flagged: boolean,
+    /** The in-progress mailbox's UIDVALIDITY the UID belongs to, when the server said. */
+    readonly uidValidity: bigint | undefined,
   ) {}
 }
 
@@ -48,12 +121,17 @@ export interface ImapClaimerOptions {
 
 export class ImapClaimer implements Claimer {
   private readonly groupMailbox: string;
+  private readonly scheduled: string;
+  private readonly consumers: string;
   private readonly inProgress: string;
   private readonly archive: string;
   private readonly junk: string;
   private readonly claimConnection: ImapConnection;
   private readonly settleConnection: ImapConnection;
   private readonly log: Logger;
+  private readonly promoter: ScheduledPromoter;
+  private readonly stranded: StrandedWatch;
+  private readonly judge = new LeaseJudge();
 
   // Set by new mail, a reconnect or a claim cut short; cleared when a claim starts. While set,
   // waitForMessages returns at once, so no notice of new mail is lost between two calls.
@@ -67,13 +145,30 @@ export class ImapClaimer implements Claimer {
   // of a UID it has not seen yet does nothing: so the settle connection syncs (NOOP) first.
   private settleViewStale = false;
 
+  // The claims handed out and not settled, as `<uidValidity>:<uid>`: what recover() must not
+  // adopt as orphans. claimsRunning counts claim() calls in flight, whose MOVEs may have landed
+  // in the in-progress mailbox before their claims are recorded here.
+  private readonly held = new Set<string>();
+  private claimsRunning = 0;
+
+  private groupUidValidity: bigint | undefined;
+  private groupSelectedAtMs = Date.now();
+  private heartbeats: { uidValidity: bigint | undefined; uids: number[] } = {
+    uidValidity: undefined,
+    uids: [],
+  };
+
   private constructor(private readonly options: ImapClaimerOptions) {
     const { config, layout, topic, group, consumer } = options;
     this.groupMailbox = layout.group(topic, group);
+    this.scheduled = layout.scheduled(topic, group);
+    this.consumers = consumersMailbox(layout, topic, group);
     this.inProgress = layout.inProgress(topic, group, checkName('group', consumer));
     this.archive = layout.archive(topic, group);
     this.junk = layout.junk(topic, group);
     this.log = options.logger.child({ topic, group, consumer });
+    this.promoter = new ScheduledPromoter(this.scheduled, this.groupMailbox, this.log);
+    this.stranded = new StrandedWatch(this.log);
 
     this.claimConnection = new ImapConnection(config, {
       role: 'claim',
@@ -112,24 +207,40 @@ export class ImapClaimer implements Claimer {
       return [];
     }
 
-    return await this.claimConnection.run({ command: 'claim' }, async (client) => {
-      this.mailMaybeWaiting = false;
-      for (let round = 1; round <= MAX_CLAIM_ROUNDS; round += 1) {
-        const result = await claimRound(client, max, this.inProgress, this.log);
-        if (result.claimed.length > 0 || !result.contended) {
-          this.settleViewStale ||= result.claimed.length > 0;
-          return result.claimed.map((message) => this.toClaim(message));
+    this.claimsRunning += 1;
+    try {
+      return await this.claimConnection.run({ command: 'claim' }, async (client) => {
+        this.mailMaybeWaiting = false;
+        this.noticeGroupUidValidity(client);
+        if (this.promoter.wanted(Date.now())) {
+          await this.promoter.promote(client);
         }
-      }
-      // Messages are still waiting; the next waitForMessages must not sleep on them.
-      this.mailMaybeWaiting = true;
-      this.log.debug({ rounds: MAX_CLAIM_ROUNDS }, 'every claim round lost to other consumers');
-      return [];
-    });
+
+        for (let round = 1; round <= MAX_CLAIM_ROUNDS; round += 1) {
+          const result = await claimRound(client, max, this.inProgress, this.log);
+          if (result.claimed.length === 0 && !result.contended && (await this.reselected(client))) {
+            continue;
+          }
+          if (result.claimed.length > 0 || !result.contended) {
+            this.settleViewStale ||= result.claimed.length > 0;
+            return result.claimed.map((message) => this.toClaim(message));
+          }
+        }
+        // Messages are still waiting; the next waitForMessages must not sleep on them.
+        this.mailMaybeWaiting = true;
+        this.log.debug({ rounds: MAX_CLAIM_ROUNDS }, 'every claim round lost to other consumers');
+        return [];
+      });
+    } finally {
+      this.claimsRunning -= 1;
+    }
   }
 
   async waitForMessages(timeoutMs: number, signal: AbortSignal): Promise<void> {
-    if (this.closing || signal.aborted || this.mailMaybeWaiting) {
+    // A scheduled message falls due: the next claim promotes it, so do not sleep past its time.
+    const nextDueMs = this.promoter.nextDueMs;
+    const dueInMs = nextDueMs === undefined ? Infinity : nextDueMs - Date.now();
+    if (this.closing || signal.aborted || this.mailMaybeWaiting || dueInMs <= 0) {
       return;
     }
     // IDLE only runs on a live connection: reconnect now rather than sleep deaf.
@@ -151,7 +262,7 @@ export class ImapClaimer implements Claimer {
         this.wakers.delete(done);
         resolve();
       };
-      const timer = setTimeout(done, timeoutMs);
+      const timer = setTimeout(done, Math.min(timeoutMs, dueInMs));
       signal.addEventListener('abort', done, { once: true });
       this.wakers.add(done);
     });
@@ -164,9 +275,16 @@ export class ImapClaimer implements Claimer {
     }
     const uids = claims.map((claim) => this.uidOf(claim));
 
-    await this.settle('UID MOVE', async (client) => {
-      await storeFlags(client, uids, 'add', ['\\Seen']);
-      const moved = await moveMessages(client, uids, this.archive);
+    await this.settle('ack', claims, uids, async (client, foreign) => {
+      const mine = uids.filter((uid) => !foreign.includes(uid));
+      let moved = new Map<number, number>();
+      if (mine.length > 0) {
+        await storeFlags(client, mine, 'add', ['\\Seen']);
+        const transfer = await creatingMailbox(client, this.archive, () =>
+          moveMessages(client, mine, this.archive),
+        );
+        moved = transfer.targets;
+      }
       this.checkAllMoved(uids, moved, 'ack');
     });
   }
@@ -174,18 +292,30 @@ export class ImapClaimer implements Claimer {
   async release(claim: Claim, options: ReleaseOptions = {}): Promise<void> {
     this.checkOpen();
     const uid = this.uidOf(claim);
-    const raw = options.raw;
+    const { raw, notBefore } = options;
+    const later = notBefore !== undefined && notBefore.getTime() > Date.now();
 
-    await this.settle('release', async (client) => {
-      if (raw === undefined) {
+    await this.settle('release', [claim], [uid], async (client, foreign) => {
+      if (foreign.length > 0) {
+        throw this.leaseLost(foreign, 'release');
+      }
+      if (raw === undefined && !later) {
         await storeFlags(client, [uid], 'remove', [CLAIM_KEYWORD]);
-        const moved = await moveMessages(client, [uid], this.groupMailbox);
-        this.checkAllMoved([uid], moved, 'release');
+        const moved = await creatingMailbox(client, this.groupMailbox, () =>
+          moveMessages(client, [uid], this.groupMailbox),
+        );
+        this.checkAllMoved([uid], moved.targets, 'release');
         return;
       }
-      // The new copy first: a crash in between leaves a duplicate, never a lost message.
+      // A new copy, in the group or (to wait for its time) in Scheduled dated when it falls due;
+      // the copy first: a crash in between leaves a duplicate, never a lost message.
       const flagged = await this.heldFlagged(client, claim, uid);
-      await client.append(this.groupMailbox, raw, flagged ? ['\\Flagged'] : []);
+      const text = raw ?? claim.raw;
+      const copy = later ? scheduledCopy(text, notBefore) : { raw: text, internalDate: undefined };
+      const target = later ? this.scheduled : this.groupMailbox;
+      await creatingMailbox(client, target, () =>
+        client.append(target, copy.raw, flagged ? ['\\Flagged'] : [], copy.internalDate),
+      );
       await this.remove(client, uid);
     });
   }
@@ -194,11 +324,56 @@ export class ImapClaimer implements Claimer {
     this.checkOpen();
     const uid = this.uidOf(claim);
 
-    await this.settle('dead letter', async (client) => {
+    await this.settle('dead letter', [claim], [uid], async (client, foreign) => {
+      if (foreign.length > 0) {
+        throw this.leaseLost(foreign, 'dead letter');
+      }
       await this.heldFlagged(client, claim, uid);
-      await client.append(this.junk, raw);
+      await creatingMailbox(client, this.junk, () => client.append(this.junk, raw));
       await this.remove(client, uid);
     });
+  }
+
+  async heartbeat(): Promise<void> {
+    this.checkOpen();
+    const at = new Date();
+    const { topic, group, consumer } = this.options;
+    const raw = heartbeatMessage(consumer, topic, group, at);
+
+    // No mailbox selected for it (null): APPEND needs none, and the in-progress mailbox may not
+    // exist yet (the first heartbeat comes before it) or any more (taken over).
+    await this.settleConnection.run(
+      { command: 'APPEND', mailbox: this.consumers },
+      async (client) => {
+        const appended = await creatingMailbox(client, this.consumers, () =>
+          client.append(this.consumers, raw, ['\\Seen'], at),
+        );
+        if (appended && appended.uid !== undefined) {
+          this.rememberHeartbeat(appended.uid, appended.uidValidity);
+        }
+      },
+      null,
+    );
+  }
+
+  async recover(leaseMs: number): Promise<Claim[]> {
+    this.checkOpen();
+    if (!Number.isFinite(leaseMs) || leaseMs <= 0) {
+      throw new MailbusError(
+        ERROR_CODES.INVALID_OPTION,
+        `recover() needs a lease of a positive number of milliseconds, not ${leaseMs}`,
+      );
+    }
+
+    const claims = await this.settleConnection.run(
+      { command: 'recover' },
+      (client) => this.takeOver(client, leaseMs),
+      null,
+    );
+    await this.claimConnection.run({ command: 'recover' }, (client) =>
+      this.freeStranded(client, leaseMs),
+    );
+    return claims;
   }
 
   close(): Promise<void> {
@@ -207,6 +382,9 @@ export class ImapClaimer implements Claimer {
   }
 
   private async start(): Promise<void> {
+    // A heartbeat before the in-progress mailbox exists: a recoverer that sees the mailbox then
+    // also sees that its consumer is alive (lease.ts).
+    await this.heartbeat();
     // In-progress mailboxes are per consumer: created when its claimer opens, removed (when
     // empty) when it closes.
     await this.settleConnection.run(
@@ -221,13 +399,15 @@ export class ImapClaimer implements Claimer {
     await this.settleConnection.open();
   }
 
-  // Ordered cleanup, each step guarded: wake waiters, remove the empty in-progress mailbox,
-  // log out both connections.
+  // Ordered cleanup, each step guarded: wake waiters, remove the empty in-progress mailbox and
+  // then this consumer's heartbeats, log out both connections.
   private async shutdown(): Promise<void> {
     this.wake();
     if (this.started) {
       try {
-        await this.removeInProgressIfEmpty();
+        if (await this.removeInProgressIfEmpty()) {
+          await this.removeHeartbeats();
+        }
       } catch (err) {
         this.log.debug({ err: errorText(err) }, 'could not remove the in-progress mailbox');
       }
@@ -237,34 +417,347 @@ export class ImapClaimer implements Claimer {
     this.options.onClose?.(this);
   }
 
-  private async removeInProgressIfEmpty(): Promise<void> {
-    await this.settleConnection.run(
+  private async removeInProgressIfEmpty(): Promise<boolean> {
+    return await this.settleConnection.run(
       { command: 'DELETE', mailbox: this.inProgress },
       async (client) => {
         // Unselect first: a server may refuse to delete the selected mailbox.
         await client.mailboxClose();
-        const status = await client.status(this.inProgress, { messages: true });
+        const status = await mailboxStatus(client, this.inProgress);
         if (status && status.messages === 0) {
           await client.mailboxDelete(this.inProgress);
+        }
+        return status === undefined || status.messages === 0;
+      },
+      null,
+    );
+  }
+
+  // A consumer that closed cleanly holds nothing: its heartbeats would only say, for a lease,
+  // that it is alive.
+  private async removeHeartbeats(): Promise<void> {
+    const { uidValidity, uids } = this.heartbeats;
+    if (uids.length === 0) {
+      return;
+    }
+    await this.settleConnection.run(
+      { command: 'UID EXPUNGE', mailbox: this.consumers },
+      async (client) => {
+        await client.mailboxOpen(this.consumers);
+        // A recreated Consumers mailbox reuses UIDs for other consumers' heartbeats.
+        if (client.mailbox && client.mailbox.uidValidity === uidValidity) {
+          await deleteMessages(client, uids);
         }
       },
       null,
     );
   }
 
-  // Runs a settle task on the in-progress mailbox, with a view that includes every claim.
-  private async settle(command: string, task: (client: ImapFlow) => Promise<void>): Promise<void> {
-    await this.settleConnection.run({ command, mailbox: this.inProgress }, async (client) => {
-      if (this.settleViewStale) {
-        this.settleViewStale = false;
-        await client.noop();
+  // Takes over the in-progress mailboxes of dead consumers and adopts this consumer's orphans;
+  // runs on the settle connection, which it leaves with the in-progress mailbox selected.
+  private async takeOver(client: ImapFlow, leaseMs: number): Promise<ImapClaim[]> {
+    const nowMs = Date.now();
+    const me = this.options.consumer;
+    const holders = await this.listHolders(client);
+    const heartbeats = await readHeartbeats(client, this.consumers);
+    const newest = newestHeartbeats(heartbeats);
+    const others = new Set([...holders.map((holder) => holder.owner), ...newest.keys()]);
+    others.delete(me);
+    const dead = this.judge.dead(others, newest, leaseMs, nowMs);
+
+    // While Consumers is selected: expunge superseded heartbeats, and all of the dead. A dead
+    // consumer whose mailbox the takeover below then misses (another recoverer won it) has
+    // lost nothing: that recoverer takes it over.
+    const expired = heartbeats.filter(
+      (heartbeat) =>
+        newest.get(heartbeat.consumer)?.uid !== heartbeat.uid || dead.has(heartbeat.consumer),
+    );
+    await deleteMessages(
+      client,
+      expired.map((heartbeat) => heartbeat.uid),
+    );
+
+    const taken: ImapClaim[] = [];
+    for (const holder of holders) {
+      const mine = holder.owner === me;
+      if (mine ? !holder.tomb : !dead.has(holder.owner)) {
+        continue;
       }
-      await task(client);
-    });
+      // A tomb of our own is one a previous recover() did not finish.
+      const tomb = mine ? holder.mailbox : await this.renameToTomb(client, holder);
+      if (tomb === undefined) {
+        continue;
+      }
+      const messages = await drainTomb(client, tomb, this.inProgress);
+      this.log.info(
+        {
+          event: 'lease.takeover',
+          dead: holder.consumer,
+          from: holder.mailbox,
+          count: messages.length,
+        },
+        `took over ${messages.length} claims of consumer ${holder.consumer}`,
+      );
+      taken.push(...messages.map((message) => this.toClaim(message)));
+    }
+    if (taken.length > 0) {
+      this.settleViewStale = true;
+    }
+
+    return [...taken, ...(await this.adoptOrphans(client))];
+  }
+
+  // The exclusive step of a takeover: RENAME succeeds for one recoverer only.
+  private async renameToTomb(client: ImapFlow, holder: Holder): Promise<string | undefined> {
+    const { layout, topic, group, consumer } = this.options;
+    const tomb = tombMailbox(layout, topic, group, holder.consumer, consumer);
+    try {
+      await client.mailboxRename(holder.mailbox, tomb);
+      return tomb;
+    } catch (err) {
+      if ((err as { responseStatus?: string }).responseStatus !== 'NO') {
+        throw err;
+      }
+      this.log.debug({ mailbox: holder.mailbox, err: errorText(err) }, 'another consumer took it');
+      return undefined;
+    }
+  }
+
+  // Messages of our own in-progress mailbox that no claim handed out names, for a whole look
+  // during which no claim() ran: a claim whose MOVE landed but whose answer was lost, or what a
+  // previous process with this consumer id left behind. They are returned like taken-over claims.
+  private async adoptOrphans(client: ImapFlow): Promise<ImapClaim[]> {
+    try {
+      await client.mailboxOpen(this.inProgress);
+    } catch (err) {
+      if (isMissingMailbox(err)) {
+        return [];
+      }
+      throw err;
+    }
+    this.settleViewStale = false;
+    const mailbox = client.mailbox;
+    if (!mailbox || mailbox.exists === 0 || this.claimsRunning > 0) {
+      return [];
+    }
+    const present = await searchAllUids(client, ['UNDELETED']);
+    // A claim() that started meanwhile may have moved some of these in: its claims are not
+    // recorded yet, so leave everything for the next look.
+    if (this.claimsRunning > 0) {
+      return [];
+    }
+    const orphans = present
+      .filter((uid) => !this.isHeld(mailbox.uidValidity, uid))
+      .slice(0, TAKEOVER_BATCH_MAX_MESSAGES);
+    if (orphans.length === 0) {
+      return [];
+    }
+
+    const messages = await client.fetchAll(
+      formatUidSet(orphans),
+      { uid: true, flags: true, source: true },
+      { uid: true },
+    );
+    const adopted = messages.flatMap((message) =>
+      message.source
+        ? [
+            this.toClaim({
+              uid: message.uid,
+              uidValidity: mailbox.uidValidity,
+              raw: message.source,
+              flagged: message.flags?.has('\\Flagged') ?? false,
+            }),
+          ]
+        : [],
+    );
+    this.log.warn(
+      { event: 'claims.adopted', count: adopted.length },
+      `adopted ${adopted.length} messages of ${this.inProgress} that no claim named`,
+    );
+    return adopted;
+  }
+
+  // Frees messages left with the claim keyword in the group, or the promote keyword in
+  // Scheduled; runs on the claim connection, the one with CONDSTORE enabled.
+  private async freeStranded(client: ImapFlow, leaseMs: number): Promise<void> {
+    const nowMs = Date.now();
+    this.noticeGroupUidValidity(client);
+    await this.stranded.free(client, CLAIM_KEYWORD, leaseMs, nowMs);
+
+    const status = await mailboxStatus(client, this.scheduled);
+    if (!status || status.messages === 0) {
+      return;
+    }
+    try {
+      await client.mailboxOpen(this.scheduled);
+      if ((await this.stranded.free(client, PROMOTE_KEYWORD, leaseMs, nowMs)) > 0) {
+        this.promoter.reset();
+      }
+    } finally {
+      // IDLE must go on on the group mailbox (see promote.ts).
+      await client.mailboxOpen(this.groupMailbox).catch((err: unknown) => {
+        this.log.debug({ err: errorText(err) }, 'could not select the group again');
+      });
+    }
+  }
+
+  // The in-progress mailboxes of the group, with who holds each.
+  private async listHolders(client: ImapFlow): Promise<Holder[]> {
+    const { layout, topic, group } = this.options;
+    const parent = layout.inProgress(topic, group) + layout.delimiter;
+    const listed = await listMailboxes(client, parent + '%');
+    return listed
+      .filter(
+        (mailbox) =>
+          mailbox.path.startsWith(parent) &&
+          ![...mailbox.flags].some((flag) => NOT_A_MAILBOX.includes(flag.toLowerCase())),
+      )
+      .map((mailbox) => parseHolder(mailbox.path, mailbox.path.slice(parent.length)));
+  }
+
+  /**
+   * Runs a settle task on the in-progress mailbox, with a view that includes every claim. The
+   * task is told which of `uids` belong to an in-progress mailbox of the same name that has
+   * since been replaced (another UIDVALIDITY): those are lost. An in-progress mailbox that is
+   * gone (taken over by a recovering consumer) loses them all.
+   */
+  private async settle(
+    action: string,
+    claims: Claim[],
+    uids: number[],
+    task: (client: ImapFlow, foreign: number[]) => Promise<void>,
+  ): Promise<void> {
+    try {
+      await this.settleConnection.run(
+        { command: action, mailbox: this.inProgress },
+        async (client) => {
+          if (this.settleViewStale) {
+            this.settleViewStale = false;
+            await client.noop();
+          }
+          await task(client, this.foreignUids(client, claims, uids));
+        },
+      );
+    } catch (err) {
+      const lost = isMailbusError(err, ERROR_CODES.LEASE_LOST)
+        ? err
+        : isMissingMailbox(err)
+          ? this.leaseLost(uids, action)
+          : isMailbusError(err, ERROR_CODES.CONNECTION)
+            ? await this.lostWithConnection(action, claims, uids)
+            : undefined;
+      if (lost) {
+        this.forget(claims);
+        throw lost;
+      }
+      throw err;
+    }
+    this.forget(claims);
+  }
+
+  // The UIDs among `uids` whose claims name another UIDVALIDITY than the selected mailbox's.
+  private foreignUids(client: ImapFlow, claims: Claim[], uids: number[]): number[] {
+    const current = client.mailbox ? client.mailbox.uidValidity : undefined;
+    return claims.flatMap((claim, i) =>
+      claim instanceof ImapClaim &&
+      claim.uidValidity !== undefined &&
+      current !== undefined &&
+      claim.uidValidity !== current
+        ? [uids[i] as number]
+        : [],
+    );
+  }
+
+  /**
+   * After a settle lost its connection: whether that was Dovecot closing a session whose
+   * selected mailbox was taken away (it disconnects such sessions, and a takeover renames the
+   * in-progress mailbox). Reconnects and selects it once, without repeating the settle: a
+   * LeaseLostError when it is gone or recreated, undefined (the caller keeps the ECONNECTION)
+   * when it is there as before or the server cannot be reached.
+   */
+  private async lostWithConnection(
+    action: string,
+    claims: Claim[],
+    uids: number[],
+  ): Promise<LeaseLostError | undefined> {
+    try {
+      const foreign = await this.settleConnection.run(
+        { command: 'SELECT', mailbox: this.inProgress },
+        async (client) => this.foreignUids(client, claims, uids),
+      );
+      return foreign.length > 0 ? this.leaseLost(foreign, action) : undefined;
+    } catch (err) {
+      return isMissingMailbox(err) ? this.leaseLost(uids, action) : undefined;
+    }
   }
 
   private toClaim(message: ClaimedMessage): ImapClaim {
-    return new ImapClaim(this.locationOf(message.uid), message.raw, message.uid, message.flagged);
+    this.held.add(heldKey(message.uidValidity, message.uid));
+    return new ImapClaim(
+      this.locationOf(message.uid),
+      message.raw,
+      message.uid,
+      message.flagged,
+      message.uidValidity,
+    );
+  }
+
+  // Settled or lost: no longer ours to hold. A claim not made by this claimer names no
+  // UIDVALIDITY; its UID is forgotten under any.
+  private forget(claims: Claim[]): void {
+    for (const claim of claims) {
+      if (claim instanceof ImapClaim) {
+        this.held.delete(heldKey(claim.uidValidity, claim.uid));
+      }
+    }
+  }
+
+  private isHeld(uidValidity: bigint, uid: number): boolean {
+    return this.held.has(heldKey(uidValidity, uid)) || this.held.has(heldKey(undefined, uid));
+  }
+
+  private rememberHeartbeat(uid: number, uidValidity: bigint | undefined): void {
+    if (uidValidity !== this.heartbeats.uidValidity) {
+      this.heartbeats = { uidValidity, uids: [] };
+    }
+    this.heartbeats.uids.push(uid);
+    this.heartbeats.uids.splice(0, this.heartbeats.uids.length - HEARTBEAT_UIDS_KEPT);
+  }
+
+  // After a claim found nothing: selects the group mailbox again when it has not been for a
+  // while, and says whether that showed a new mailbox (worth claiming from at once).
+  private async reselected(client: ImapFlow): Promise<boolean> {
+    const nowMs = Date.now();
+    if (nowMs - this.groupSelectedAtMs < GROUP_RESELECT_INTERVAL_MS) {
+      return false;
+    }
+    this.groupSelectedAtMs = nowMs;
+    const before = this.groupUidValidity;
+    await client.mailboxOpen(this.groupMailbox);
+    this.noticeGroupUidValidity(client);
+    return before !== undefined && this.groupUidValidity !== before;
+  }
+
+  // The group mailbox was deleted and recreated (or restored from a backup) when its
+  // UIDVALIDITY changes: worth a record, since messages may have gone with the old one.
+  private noticeGroupUidValidity(client: ImapFlow): void {
+    const mailbox = client.mailbox;
+    if (!mailbox || mailbox.path !== this.groupMailbox) {
+      return;
+    }
+    if (this.groupUidValidity !== undefined && mailbox.uidValidity !== this.groupUidValidity) {
+      this.log.warn(
+        {
+          event: 'group.uidvalidity_changed',
+          mailbox: this.groupMailbox,
+          was: String(this.groupUidValidity),
+          now: String(mailbox.uidValidity),
+        },
+        `${this.groupMailbox} was recreated (new UIDVALIDITY); claiming from the new mailbox`,
+      );
+      this.promoter.reset();
+    }
+    this.groupUidValidity = mailbox.uidValidity;
   }
 
   private locationOf(uid: number): string {
@@ -305,8 +798,7 @@ export class ImapClaimer implements Claimer {
   }
 
   private async remove(client: ImapFlow, uid: number): Promise<void> {
-    await storeFlags(client, [uid], 'add', ['\\Deleted']);
-    await expungeMessages(client, [uid]);
+    await deleteMessages(client, [uid]);
   }
 
   private checkAllMoved(uids: number[], moved: Map<number, number>, action: string): void {
@@ -340,4 +832,8 @@ export class ImapClaimer implements Claimer {
       );
     }
   }
+}
+
+function heldKey(uidValidity: bigint | undefined, uid: number): string {
+  return `${uidValidity ?? '?'}:${uid}`;
 }

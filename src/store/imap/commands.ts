@@ -1,7 +1,8 @@
 // The IMAP commands the IMAP store sends itself instead of through imapflow's methods, because
 // those methods hide what the store depends on: the MODIFIED code of a conditional STORE, the
 // COPYUID code of MOVE and COPY, and the server's reason for a NO (imapflow's messageMove and
-// messageFlagsAdd return false and log the reason instead of throwing it).
+// messageFlagsAdd return false and log the reason instead of throwing it). Also STATUS, whose
+// imapflow form spends a LIST on a missing mailbox, and SORT, which imapflow does not have.
 
 import type { ImapAttribute, ImapAttributeList, ImapFlow, ImapResponse } from 'imapflow';
 
@@ -70,22 +71,24 @@ export async function listMailboxes(client: ImapFlow, pattern: string): Promise<
 }
 
 /**
- * `UID STORE uids (UNCHANGEDSINCE modseq) +FLAGS.SILENT (keyword)` (RFC 7162 section 3.1.3).
- * Reads both halves of the server's answer: the MODIFIED code names the UIDs it refused, and the
- * untagged FETCH (MODSEQ) responses, which the RFC requires even for .SILENT, name the UIDs it
- * changed. A UID that another session has expunged meanwhile is in neither set.
+ * `UID STORE uids (UNCHANGEDSINCE modseq) +FLAGS.SILENT (keyword)` (RFC 7162 section 3.1.3), or
+ * `-FLAGS.SILENT` to take the keyword away. Reads both halves of the server's answer: the
+ * MODIFIED code names the UIDs it refused, and the untagged FETCH (MODSEQ) responses, which the
+ * RFC requires even for .SILENT, name the UIDs it changed. A UID that another session has
+ * expunged meanwhile is in neither set.
  */
 export async function storeKeywordUnchangedSince(
   client: ImapFlow,
   uids: number[],
   keyword: string,
   unchangedSince: bigint,
+  operation: 'add' | 'remove' = 'add',
 ): Promise<ConditionalStoreResult> {
   const updated = new Set<number>();
   const attributes: ImapAttribute[] = [
     sequence(uids),
     [atom('UNCHANGEDSINCE'), atom(unchangedSince.toString())],
-    atom('+FLAGS.SILENT'),
+    atom(operation === 'add' ? '+FLAGS.SILENT' : '-FLAGS.SILENT'),
     [atom(keyword)],
   ];
 
@@ -171,6 +174,13 @@ export async function fetchSources(client: ImapFlow, uids: number[]): Promise<Ma
   return sources;
 }
 
+/** A message to APPEND: its text, its flags and, when not now, its INTERNALDATE. */
+export interface AppendedMessage {
+  raw: Buffer;
+  flags: string[];
+  internalDate?: Date;
+}
+
 /**
  * MULTIAPPEND (RFC 3502): all `messages` to `mailbox` in one command, which the server stores
  * all or none. Returns their UIDs from APPENDUID (UIDPLUS) in the order given, or undefined
@@ -179,11 +189,15 @@ export async function fetchSources(client: ImapFlow, uids: number[]): Promise<Ma
 export async function appendMessages(
   client: ImapFlow,
   mailbox: string,
-  messages: { raw: Buffer; flags: string[] }[],
+  messages: AppendedMessage[],
 ): Promise<number[] | undefined> {
   const attributes: ImapAttribute[] = [string(mailbox)];
   for (const message of messages) {
-    attributes.push(message.flags.map(atom), { type: 'LITERAL', value: message.raw });
+    attributes.push(message.flags.map(atom));
+    if (message.internalDate !== undefined) {
+      attributes.push(string(formatInternalDate(message.internalDate)));
+    }
+    attributes.push({ type: 'LITERAL', value: message.raw });
   }
 
   const response = await execute(client, 'APPEND', attributes);
@@ -206,6 +220,14 @@ export async function storeFlags(
   await execute(client, 'UID STORE', [sequence(uids), atom(item), flags.map(atom)]);
 }
 
+/** Where a MOVE or COPY put messages, from its COPYUID code (RFC 4315). */
+export interface Transfer {
+  /** Source UID to destination UID; a UID missing here was not transferred. */
+  targets: Map<number, number>;
+  /** The destination's UIDVALIDITY: destination UIDs mean something only together with it. */
+  uidValidity: bigint | undefined;
+}
+
 /**
  * `UID MOVE uids destination` (RFC 6851). Returns the COPYUID map from source to destination
  * UID (RFC 4315), which for MOVE usually comes in an untagged OK before the expunges. A UID
@@ -215,7 +237,7 @@ export async function moveMessages(
   client: ImapFlow,
   uids: number[],
   destination: string,
-): Promise<Map<number, number>> {
+): Promise<Transfer> {
   return await transfer(client, 'UID MOVE', uids, destination);
 }
 
@@ -224,7 +246,7 @@ export async function copyMessages(
   client: ImapFlow,
   uids: number[],
   destination: string,
-): Promise<Map<number, number>> {
+): Promise<Transfer> {
   return await transfer(client, 'UID COPY', uids, destination);
 }
 
@@ -238,8 +260,8 @@ async function transfer(
   command: 'UID MOVE' | 'UID COPY',
   uids: number[],
   destination: string,
-): Promise<Map<number, number>> {
-  const map = new Map<number, number>();
+): Promise<Transfer> {
+  const result: Transfer = { targets: new Map(), uidValidity: undefined };
   const collect = (response: ImapResponse): void => {
     const code = responseCode(response);
     if (code?.name !== 'COPYUID') {
@@ -248,15 +270,221 @@ async function transfer(
     const sources = parseUidSet(atomText(code.args[1]));
     const targets = parseUidSet(atomText(code.args[2]));
     if (sources.length === targets.length) {
-      sources.forEach((uid, i) => map.set(uid, targets[i] as number));
+      sources.forEach((uid, i) => result.targets.set(uid, targets[i] as number));
     }
+    result.uidValidity = toModseq(atomText(code.args[0])) ?? result.uidValidity;
   };
 
   const response = await execute(client, command, [sequence(uids), string(destination)], {
     OK: collect,
   });
   collect(response);
-  return map;
+  return result;
+}
+
+/** `UID STORE uids +FLAGS.SILENT (\Deleted)` and `UID EXPUNGE uids`: removes these messages. */
+export async function deleteMessages(client: ImapFlow, uids: number[]): Promise<void> {
+  if (uids.length === 0) {
+    return;
+  }
+  await storeFlags(client, uids, 'add', ['\\Deleted']);
+  await expungeMessages(client, uids);
+}
+
+/** What STATUS reports of a mailbox that the session need not have selected. */
+export interface MailboxStatus {
+  messages: number;
+  uidValidity: bigint | undefined;
+  highestModseq: bigint | undefined;
+}
+
+/**
+ * `STATUS mailbox (MESSAGES UIDVALIDITY [HIGHESTMODSEQ])`, undefined when the mailbox does not
+ * exist. One round trip: imapflow's status() follows a NO with a LIST to tell why.
+ */
+export async function mailboxStatus(
+  client: ImapFlow,
+  mailbox: string,
+): Promise<MailboxStatus | undefined> {
+  const items = [atom('MESSAGES'), atom('UIDVALIDITY')];
+  if (client.capabilities.has('CONDSTORE')) {
+    items.push(atom('HIGHESTMODSEQ'));
+  }
+  const status: MailboxStatus = { messages: 0, uidValidity: undefined, highestModseq: undefined };
+  try {
+    await execute(client, 'STATUS', [string(mailbox), items], {
+      STATUS: (untagged) => {
+        const values = untagged.attributes?.[1];
+        if (!Array.isArray(values)) {
+          return;
+        }
+        for (let i = 0; i + 1 < values.length; i += 2) {
+          const name = atomText(values[i])?.toUpperCase();
+          const value = atomText(values[i + 1]);
+          if (name === 'MESSAGES') {
+            status.messages = Number(value);
+          } else if (name === 'UIDVALIDITY') {
+            status.uidValidity = toModseq(value);
+          } else if (name === 'HIGHESTMODSEQ') {
+            status.highestModseq = toModseq(value);
+          }
+        }
+      },
+    });
+  } catch (err) {
+    if (isMissingMailbox(err)) {
+      return undefined;
+    }
+    throw err;
+  }
+  return status;
+}
+
+/**
+ * `UID SEARCH <criteria>`: every UID that matches, lowest first, in one ESEARCH answer (a
+ * compact UID set) when the server can.
+ */
+export async function searchAllUids(client: ImapFlow, criteria: string[]): Promise<number[]> {
+  let uids: number[] = [];
+  if (client.capabilities.has('ESEARCH')) {
+    await execute(client, 'UID SEARCH', [atom('RETURN'), [atom('ALL')], ...criteria.map(atom)], {
+      ESEARCH: (untagged) => {
+        uids = parseEsearch(untagged).uids;
+      },
+    });
+    return uids.sort((a, b) => a - b);
+  }
+  await execute(client, 'UID SEARCH', criteria.map(atom), {
+    SEARCH: (untagged) => {
+      uids.push(...parseSearch(untagged).uids);
+    },
+  });
+  return uids.sort((a, b) => a - b);
+}
+
+/**
+ * The first `limit` UIDs matching `criteria` in INTERNALDATE order, earliest first (SORT
+ * ARRIVAL, RFC 5256), or undefined when the server cannot sort. With ESORT and PARTIAL
+ * (RFC 5267) only those `limit` UIDs cross the wire, however many match.
+ */
+export async function earliestUids(
+  client: ImapFlow,
+  criteria: string[],
+  limit: number,
+): Promise<number[] | undefined> {
+  const caps = client.capabilities;
+  if (!caps.has('SORT')) {
+    return undefined;
+  }
+  const keys = [[atom('ARRIVAL')], atom('US-ASCII'), ...criteria.map(atom)];
+  let uids: number[] = [];
+
+  // Dovecot answers PARTIAL under ESORT with CONTEXT=SEARCH, without naming CONTEXT=SORT.
+  const partial =
+    caps.has('ESORT') &&
+    (caps.has('CONTEXT=SORT') || caps.has('CONTEXT=SEARCH') || caps.has('PARTIAL'));
+  if (partial) {
+    const returning = [atom('RETURN'), [atom('PARTIAL'), atom(`1:${limit}`)]];
+    await execute(client, 'UID SORT', [...returning, ...keys], {
+      ESEARCH: (untagged) => {
+        uids = parseEsearch(untagged).uids;
+      },
+    });
+    return uids.slice(0, limit);
+  }
+
+  await execute(client, 'UID SORT', keys, {
+    SORT: (untagged) => {
+      for (const item of untagged.attributes ?? []) {
+        const uid = Number(atomText(item));
+        if (Number.isSafeInteger(uid) && uid > 0) {
+          uids.push(uid);
+        }
+      }
+    },
+  });
+  return uids.slice(0, limit);
+}
+
+/**
+ * The IMAP response code of a failed command (`TRYCREATE`, `NONEXISTENT`, ...), read from
+ * imapflow's error or from the MailbusError that wraps it.
+ */
+export function failureCode(err: unknown): string | undefined {
+  let current: unknown = err;
+  for (let depth = 0; depth < 3 && typeof current === 'object' && current !== null; depth += 1) {
+    const fields = current as {
+      serverResponseCode?: unknown;
+      response?: unknown;
+      cause?: unknown;
+    };
+    if (typeof fields.serverResponseCode === 'string') {
+      return fields.serverResponseCode.toUpperCase();
+    }
+    if (typeof fields.response === 'object' && fields.response !== null) {
+      const code = responseCode(fields.response as ImapResponse);
+      if (code) {
+        return code.name;
+      }
+    }
+    current = fields.cause;
+  }
+  return undefined;
+}
+
+/**
+ * Whether a command failed because a mailbox it names does not exist: a NO [TRYCREATE] to an
+ * APPEND, COPY or MOVE, a NO [NONEXISTENT] to a SELECT or STATUS, or imapflow's own finding.
+ */
+export function isMissingMailbox(err: unknown): boolean {
+  const code = failureCode(err);
+  if (code === 'TRYCREATE' || code === 'NONEXISTENT') {
+    return true;
+  }
+  let current: unknown = err;
+  for (let depth = 0; depth < 3 && typeof current === 'object' && current !== null; depth += 1) {
+    if ((current as { mailboxMissing?: unknown }).mailboxMissing === true) {
+      return true;
+    }
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+/**
+ * Runs `operation`, which stores into `mailbox`; when the server answers that the mailbox does
+ * not exist (TRYCREATE), creates it and runs the operation once more. Queues made by earlier
+ * versions lack mailboxes that later ones add, and a recovering consumer may have taken an
+ * in-progress mailbox away: the first write recreates what it needs.
+ */
+export async function creatingMailbox<T>(
+  client: ImapFlow,
+  mailbox: string,
+  operation: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await operation();
+  } catch (err) {
+    if (failureCode(err) !== 'TRYCREATE') {
+      throw err;
+    }
+  }
+  await client.mailboxCreate(mailbox);
+  return await operation();
+}
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** An IMAP date-time (`" 3-Feb-2025 14:05:09 +0000"`), in UTC; IMAP has whole seconds only. */
+export function formatInternalDate(date: Date): string {
+  const day = String(date.getUTCDate()).padStart(2, ' ');
+  const time = date.toISOString().slice(11, 19);
+  return `${day}-${MONTHS[date.getUTCMonth()]}-${date.getUTCFullYear()} ${time} +0000`;
+}
+
+/** An IMAP date for SEARCH BEFORE and SINCE (`3-Feb-2025`), in UTC. */
+export function formatSearchDate(date: Date): string {
+  return `${date.getUTCDate()}-${MONTHS[date.getUTCMonth()]}-${date.getUTCFullYear()}`;
 }
 
 /** The UID set of `uids` in its shortest form: `1:5,9`. */

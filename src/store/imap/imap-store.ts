@@ -6,14 +6,22 @@
 // - Mailbox names come from Layout with the server's own hierarchy delimiter ("." on Dovecot's
 //   maildir), so the same queue looks the same in a Maildir and in a mail client.
 // - A topic is a mailbox holding a copy of every published message; each group is a child
-//   mailbox holding the copies still waiting, with Archive, Junk and one In-Progress child per
-//   consumer below it. A group receives what is published after it was created, like a
-//   mailing-list subscriber, so append() reads the groups with LIST on every call.
+//   mailbox holding the copies still waiting, with Scheduled, Archive, Junk, Consumers and one
+//   In-Progress child per consumer below it. A group receives what is published after it was
+//   created, like a mailing-list subscriber, so append() reads the groups with LIST on every
+//   call.
 // - append() APPENDs each message to the topic mailbox once (\Flagged for high priority; many
 //   in one MULTIAPPEND when the server can), learns the UIDs from APPENDUID and gives each group
 //   its copy with one server-side UID COPY (Dovecot hard-links on maildir): one upload however
 //   many groups there are. Without UIDPLUS it APPENDs to every group instead. It resolves once
 //   every group has its copy. publish.ts has the details.
+// - Delays and retry backoff share one mechanism: the message waits in the group's Scheduled
+//   mailbox with INTERNALDATE = when it falls due, and claimers move it into the group when it
+//   does (promote.ts). A delayed append() uploads each group's copy into Scheduled, since COPY
+//   cannot change an INTERNALDATE.
+// - Leases: each consumer heartbeats into the group's Consumers mailbox, and recover() renames
+//   away, and so takes over, the in-progress mailbox of a consumer whose heartbeats stopped
+//   (lease.ts).
 // - A claim must be exclusive, and on Dovecot UID MOVE is not (two sessions moving the same
 //   message both succeed). The exclusive step is a conditional STORE of a claim keyword
 //   (UNCHANGEDSINCE, RFC 7162); only its winner moves the message into its in-progress mailbox.
@@ -37,17 +45,43 @@ import type { Logger } from '../../log.js';
 import type { ComposedMessage } from '../../message/compose.js';
 import { checkName } from '../../names.js';
 import { DEFAULT_GROUP, Layout } from '../layout.js';
-import type { Claimer, ClaimerOptions, GroupStats, Store } from '../store.js';
+import type {
+  AppendOptions,
+  Claimer,
+  ClaimerOptions,
+  GroupStats,
+  ListOptions,
+  Place,
+  Store,
+  StoredMessage,
+} from '../store.js';
 import { ImapClaimer } from './claimer.js';
-import { listMailboxes } from './commands.js';
+import { isMissingMailbox, listMailboxes } from './commands.js';
 import { ImapConnection, REQUIRED_CAPABILITIES } from './connection.js';
+import { listOldest, purgeBefore, removeUids } from './folders.js';
 import { publishToTopic } from './publish.js';
+import { readNotBefore } from './schedule.js';
 
 /** The hierarchy delimiter assumed when the server names none (Maildir++ and Dovecot's). */
 const DEFAULT_DELIMITER = '.';
 
 // LIST flags of names that are not mailboxes of their own (a parent that only has children).
 const NOT_A_MAILBOX = ['\\noselect', '\\nonexistent'];
+
+/** Separates the consumer and the UID in the ref of an in-flight message: `w1#7`. */
+const REF_SEPARATOR = '#';
+
+// The consumer part of an in-flight ref: a consumer name, or a tomb's `<dead>~<recoverer>~<hex>`.
+const CONSUMER_PART = /^[a-z0-9][a-z0-9_~-]*$/;
+
+// `X-Mailbus-Priority: high` among the header fields: a restored message keeps its priority.
+const HIGH_PRIORITY_HEADER = /^x-mailbus-priority:[ \t]*high[ \t]*$/im;
+
+/** One mailbox of a folder, and what prefixes the UID in the refs of its messages. */
+interface FolderMailbox {
+  mailbox: string;
+  refPrefix: string;
+}
 
 export interface ImapStoreOptions {
   logger: Logger;
@@ -123,10 +157,21 @@ export class ImapStore implements Store {
     return this.groupsOf(topic, listed).sort();
   }
 
-  async append(topic: string, messages: ComposedMessage[]): Promise<void> {
+  async append(
+    topic: string,
+    messages: ComposedMessage[],
+    options: AppendOptions = {},
+  ): Promise<void> {
     const topicMailbox = this.layout.topic(topic);
     if (messages.length === 0) {
       return;
+    }
+    const notBefore = options.notBefore;
+    if (notBefore !== undefined && !Number.isFinite(notBefore.getTime())) {
+      throw new MailbusError(
+        ERROR_CODES.INVALID_OPTION,
+        'append() needs notBefore to be a valid Date: the time to hand the messages out',
+      );
     }
     if (!this.knownTopics.has(topic)) {
       await this.ensureTopic(topic);
@@ -137,11 +182,17 @@ export class ImapStore implements Store {
       async (client) => {
         // Read on every call: a group subscribed a moment ago must get the next message.
         const pattern = topicMailbox + this.layout.delimiter + '%';
-        const groups = this.groupsOf(topic, await selectable(client, pattern)).map((group) =>
-          this.layout.group(topic, group),
-        );
+        const groupNames = this.groupsOf(topic, await selectable(client, pattern));
+        const groups = groupNames.map((group) => this.layout.group(topic, group));
+        const later = notBefore !== undefined && notBefore.getTime() > Date.now();
+        const scheduled = later
+          ? {
+              mailboxes: groupNames.map((group) => this.layout.scheduled(topic, group)),
+              notBefore,
+            }
+          : undefined;
 
-        await publishToTopic(client, topicMailbox, groups, messages);
+        await publishToTopic(client, topicMailbox, { groups, scheduled }, messages);
       },
       topicMailbox,
     );
@@ -180,7 +231,7 @@ export class ImapStore implements Store {
       const key = `${t}\u0000${g}`;
       let stats = groups.get(key);
       if (!stats) {
-        stats = { topic: t, group: g, waiting: 0, inFlight: 0, handled: 0, dead: 0 };
+        stats = { topic: t, group: g, waiting: 0, scheduled: 0, inFlight: 0, handled: 0, dead: 0 };
         groups.set(key, stats);
       }
       return stats;
@@ -194,6 +245,8 @@ export class ImapStore implements Store {
       const stats = entry(role.topic, role.group);
       if (role.role === 'group') {
         stats.waiting += count;
+      } else if (role.role === 'scheduled') {
+        stats.scheduled += count;
       } else if (role.role === 'in-progress') {
         stats.inFlight += role.consumer === undefined ? 0 : count;
       } else if (role.role === 'archive') {
@@ -205,6 +258,110 @@ export class ImapStore implements Store {
     return [...groups.values()].sort(
       (a, b) => a.topic.localeCompare(b.topic) || a.group.localeCompare(b.group),
     );
+  }
+
+  async list(place: Place, options: ListOptions = {}): Promise<StoredMessage[]> {
+    const limit = options.limit;
+    if (limit !== undefined && (!Number.isInteger(limit) || limit < 0)) {
+      throw new MailbusError(
+        ERROR_CODES.INVALID_OPTION,
+        `list() needs limit to be a whole number of messages, 0 or more, not ${limit}`,
+      );
+    }
+
+    return await this.connection.run(
+      { command: 'FETCH' },
+      async (client) => {
+        const listed: StoredMessage[] = [];
+        for (const { mailbox, refPrefix } of await this.folderMailboxes(client, place)) {
+          for (const message of await listOldest(client, mailbox, limit)) {
+            listed.push({
+              ref: refPrefix + message.uid,
+              location: `${mailbox}${REF_SEPARATOR}${message.uid}`,
+              raw: message.raw,
+              storedAt: message.storedAt,
+            });
+          }
+        }
+        // In-flight spans mailboxes: the oldest of all, by time and then by where.
+        listed.sort(
+          (a, b) =>
+            a.storedAt.getTime() - b.storedAt.getTime() || a.location.localeCompare(b.location),
+        );
+        return limit === undefined ? listed : listed.slice(0, limit);
+      },
+      null,
+    );
+  }
+
+  async remove(place: Place, refs: string[]): Promise<number> {
+    const byMailbox = new Map<string, number[]>();
+    for (const ref of refs) {
+      const { mailbox, uid } = this.parseRef(place, ref);
+      byMailbox.set(mailbox, [...(byMailbox.get(mailbox) ?? []), uid]);
+    }
+    if (byMailbox.size === 0) {
+      return 0;
+    }
+
+    return await this.connection.run(
+      { command: 'UID EXPUNGE' },
+      async (client) => {
+        let removed = 0;
+        for (const [mailbox, uids] of byMailbox) {
+          removed += await removeUids(client, mailbox, uids);
+        }
+        return removed;
+      },
+      null,
+    );
+  }
+
+  async purge(place: Place, before: Date): Promise<number> {
+    if (!Number.isFinite(before.getTime())) {
+      throw new MailbusError(
+        ERROR_CODES.INVALID_OPTION,
+        'purge() needs `before` to be a valid Date: messages stored earlier are deleted',
+      );
+    }
+
+    return await this.connection.run(
+      { command: 'UID EXPUNGE' },
+      async (client) => {
+        let purged = 0;
+        for (const { mailbox } of await this.folderMailboxes(client, place)) {
+          purged += await purgeBefore(client, mailbox, before);
+        }
+        return purged;
+      },
+      null,
+    );
+  }
+
+  async restore(topic: string, group: string, raw: Buffer): Promise<void> {
+    const mailbox = this.layout.group(topic, group);
+    // A text listed from Scheduled may carry the line that dates it there: not for consumers.
+    raw = readNotBefore(raw)?.original ?? raw;
+    const flags = HIGH_PRIORITY_HEADER.test(headerBlock(raw)) ? ['\\Flagged'] : [];
+    const deliver = (): Promise<void> =>
+      this.connection.run(
+        { command: 'APPEND', mailbox },
+        async (client) => {
+          await client.append(mailbox, raw, flags);
+        },
+        null,
+      );
+
+    // A group that is gone is subscribed again: the message must land somewhere it is seen.
+    try {
+      await deliver();
+    } catch (err) {
+      if (!isMissingMailbox(err)) {
+        throw err;
+      }
+      await this.subscribe(topic, group);
+      await deliver();
+    }
   }
 
   close(): Promise<void> {
@@ -226,9 +383,65 @@ export class ImapStore implements Store {
   private groupMailboxes(topic: string, group: string): string[] {
     return [
       this.layout.group(topic, group),
+      this.layout.scheduled(topic, group),
       this.layout.archive(topic, group),
       this.layout.junk(topic, group),
     ];
+  }
+
+  // The mailboxes of a folder; in-flight is one per consumer, listed now.
+  private async folderMailboxes(client: ImapFlow, place: Place): Promise<FolderMailbox[]> {
+    if (place.folder !== 'in-flight') {
+      return [{ mailbox: this.folderMailbox(place), refPrefix: '' }];
+    }
+    const parent = this.layout.inProgress(place.topic, place.group) + this.layout.delimiter;
+    const listed = await selectable(client, parent + '%');
+    return listed
+      .filter((mailbox) => mailbox.startsWith(parent))
+      .map((mailbox) => ({ mailbox, refPrefix: mailbox.slice(parent.length) + REF_SEPARATOR }));
+  }
+
+  // The one mailbox of a folder other than in-flight.
+  private folderMailbox({ topic, group, folder }: Place): string {
+    switch (folder) {
+      case 'topic':
+        return this.layout.topic(topic);
+      case 'waiting':
+        return this.layout.group(topic, group);
+      case 'scheduled':
+        return this.layout.scheduled(topic, group);
+      case 'archive':
+        return this.layout.archive(topic, group);
+      case 'junk':
+        return this.layout.junk(topic, group);
+    }
+    throw new MailbusError(
+      ERROR_CODES.INVALID_OPTION,
+      `unknown folder "${String(folder)}": ` +
+        'use waiting, scheduled, in-flight, archive, junk or topic',
+    );
+  }
+
+  // A ref as list() made it: the UID, and for in-flight `<consumer>#<uid>`.
+  private parseRef(place: Place, ref: string): { mailbox: string; uid: number } {
+    const inFlight = place.folder === 'in-flight';
+    const at = ref.lastIndexOf(REF_SEPARATOR);
+    const consumer = inFlight ? ref.slice(0, Math.max(at, 0)) : undefined;
+    const uidText = inFlight ? ref.slice(at + 1) : ref;
+    const uid = Number(uidText);
+    const validConsumer = consumer === undefined || CONSUMER_PART.test(consumer);
+    if (!/^[1-9]\d*$/.test(uidText) || !Number.isSafeInteger(uid) || !validConsumer) {
+      const form = inFlight ? '<consumer>#<uid>' : 'a UID';
+      throw new MailbusError(
+        ERROR_CODES.INVALID_OPTION,
+        `"${ref}" is not a ref of the ${place.folder} folder: use ${form}, as list() gives it`,
+      );
+    }
+    const mailbox =
+      consumer === undefined
+        ? this.folderMailbox(place)
+        : this.layout.inProgress(place.topic, place.group) + this.layout.delimiter + consumer;
+    return { mailbox, uid };
   }
 
   private async createMailboxes(mailboxes: string[]): Promise<void> {
@@ -252,6 +465,13 @@ export class ImapStore implements Store {
       throw new MailbusError(ERROR_CODES.CLOSED, `the IMAP store at ${this.location} is closed`);
     }
   }
+}
+
+// The header fields of a message text: everything before the first empty line.
+function headerBlock(raw: Buffer): string {
+  const text = raw.toString('latin1');
+  const end = text.search(/\r?\n\r?\n/);
+  return end < 0 ? text : text.slice(0, end);
 }
 
 /** The mailboxes that match `pattern` and can hold messages. */

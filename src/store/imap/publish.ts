@@ -1,10 +1,14 @@
 // Publishing into an IMAP topic: each message is uploaded once, into the topic mailbox, and
-// every group gets its copy by a server-side COPY of the UIDs the upload was given.
+// every group gets its copy by a server-side COPY of the UIDs the upload was given. A delayed
+// message is uploaded once more per group instead, into the group's Scheduled mailbox, because
+// its INTERNALDATE must say when it falls due and COPY keeps the original's (schedule.ts).
 
 import type { ImapFlow } from 'imapflow';
 import { ERROR_CODES, MailbusError } from '../../errors.js';
 import type { ComposedMessage } from '../../message/compose.js';
-import { appendMessages, copyMessages } from './commands.js';
+import { appendMessages, copyMessages, creatingMailbox } from './commands.js';
+import type { AppendedMessage } from './commands.js';
+import { scheduledCopy } from './schedule.js';
 
 /**
  * Messages per MULTIAPPEND command. The server stores one command's messages in one
@@ -15,27 +19,51 @@ export const MULTIAPPEND_MAX_MESSAGES = 500;
 /** Bytes of message text per MULTIAPPEND command: bounds what one failed command resends. */
 export const MULTIAPPEND_MAX_BYTES = 8 * 1024 * 1024;
 
+/** Where the groups' copies of a publish go. */
+export interface GroupTargets {
+  /** The group mailboxes, for messages to hand out now. */
+  groups: string[];
+  /** With `notBefore`: the groups' Scheduled mailboxes, which receive the copies instead. */
+  scheduled?: { mailboxes: string[]; notBefore: Date };
+}
+
 /**
- * Stores `messages` in `topicMailbox` (selected by the caller) and in every one of `groups`.
+ * Stores `messages` in `topicMailbox` (selected by the caller) and in every one of the groups.
  * Resolves once every mailbox has every message.
  */
 export async function publishToTopic(
   client: ImapFlow,
   topicMailbox: string,
-  groups: string[],
+  targets: GroupTargets,
   messages: ComposedMessage[],
 ): Promise<void> {
   checkAppendLimit(client, messages);
+  const { groups, scheduled } = targets;
 
-  // Without UIDPLUS there are no UIDs to COPY by: every mailbox gets an APPEND of its own.
-  if (!client.capabilities.has('UIDPLUS')) {
-    for (const mailbox of [topicMailbox, ...groups]) {
-      await uploadAll(client, mailbox, messages);
+  const now = messages.map((message) => ({ raw: message.raw, flags: flagsOf(message) }));
+
+  // The topic's copy is stored as any other; each group's waits in Scheduled, dated when due.
+  if (scheduled) {
+    await uploadAll(client, topicMailbox, now);
+    const later = messages.map((message) => ({
+      ...scheduledCopy(message.raw, scheduled.notBefore),
+      flags: flagsOf(message),
+    }));
+    for (const mailbox of scheduled.mailboxes) {
+      await creatingMailbox(client, mailbox, () => uploadAll(client, mailbox, later));
     }
     return;
   }
 
-  const uids = await uploadAll(client, topicMailbox, messages);
+  // Without UIDPLUS there are no UIDs to COPY by: every mailbox gets an APPEND of its own.
+  if (!client.capabilities.has('UIDPLUS')) {
+    for (const mailbox of [topicMailbox, ...groups]) {
+      await uploadAll(client, mailbox, now);
+    }
+    return;
+  }
+
+  const uids = await uploadAll(client, topicMailbox, now);
   if (uids.length !== messages.length) {
     throw new MailbusError(
       ERROR_CODES.PROTOCOL,
@@ -53,12 +81,12 @@ export async function publishToTopic(
 async function uploadAll(
   client: ImapFlow,
   mailbox: string,
-  messages: ComposedMessage[],
+  messages: AppendedMessage[],
 ): Promise<number[]> {
   const uids: number[] = [];
   if (!client.capabilities.has('MULTIAPPEND')) {
-    for (const message of messages) {
-      const appended = await client.append(mailbox, message.raw, flagsOf(message));
+    for (const { raw, flags, internalDate } of messages) {
+      const appended = await client.append(mailbox, raw, flags, internalDate);
       if (appended && appended.uid !== undefined) {
         uids.push(appended.uid);
       }
@@ -67,18 +95,14 @@ async function uploadAll(
   }
 
   for (const batch of batches(messages)) {
-    const appended = await appendMessages(
-      client,
-      mailbox,
-      batch.map((message) => ({ raw: message.raw, flags: flagsOf(message) })),
-    );
+    const appended = await appendMessages(client, mailbox, batch);
     uids.push(...(appended ?? []));
   }
   return uids;
 }
 
-function* batches(messages: ComposedMessage[]): Generator<ComposedMessage[]> {
-  let batch: ComposedMessage[] = [];
+function* batches(messages: AppendedMessage[]): Generator<AppendedMessage[]> {
+  let batch: AppendedMessage[] = [];
   let bytes = 0;
   for (const message of messages) {
     const full =

@@ -25,6 +25,7 @@ import { curName, uniqueBaseName } from './filenames.js';
 import {
   countMessages,
   ensureFolder,
+  errnoOf,
   ensureRoot,
   folderPath,
   fsyncPath,
@@ -62,12 +63,16 @@ export class MaildirStore implements Store {
     this.logger = options.logger.child({ sub: 'maildir', root: config.path });
   }
 
+  /**
+   * Opens the Maildir at `config.path`. Nothing is created until something is written: a
+   * command that only looks (stats, a typo in a path) leaves the file system as it was.
+   */
   static async open(config: MaildirConfig, options: MaildirStoreOptions): Promise<MaildirStore> {
-    ensureRoot(config.path);
     return new MaildirStore(config, options);
   }
 
   async ensureTopic(topic: string): Promise<void> {
+    ensureRoot(this.root);
     ensureFolder(this.root, this.layout.topic(topic));
     if (this.listGroupsNow(topic).length === 0) {
       await this.subscribe(topic, DEFAULT_GROUP);
@@ -75,6 +80,7 @@ export class MaildirStore implements Store {
   }
 
   async subscribe(topic: string, group: string): Promise<void> {
+    ensureRoot(this.root);
     ensureFolder(this.root, this.layout.topic(topic));
     ensureFolder(this.root, this.layout.group(topic, group));
     ensureFolder(this.root, this.layout.archive(topic, group));
@@ -220,6 +226,7 @@ export class MaildirStore implements Store {
   }
 
   async restore(topic: string, group: string, raw: Buffer): Promise<void> {
+    ensureRoot(this.root);
     ensureFolder(this.root, this.layout.group(topic, group));
     const groupDir = folderPath(this.root, this.layout.group(topic, group));
     const base = uniqueBaseName(raw.length);
@@ -255,6 +262,9 @@ export class MaildirStore implements Store {
     try {
       mtimeMs = fs.statSync(this.root).mtimeMs;
     } catch (err) {
+      if (errnoOf(err) === 'ENOENT') {
+        return []; // no queue here yet
+      }
       throw storageError(`cannot read the Maildir at ${this.root}`, err);
     }
     if (mtimeMs !== this.groupCacheMtimeMs) {
