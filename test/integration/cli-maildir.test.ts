@@ -86,8 +86,8 @@ describe('the command line on a Maildir', () => {
       ],
     });
     const table = await runCli(['stats', topic], { env });
-    expect(table.stdout).toMatch(/TOPIC\s+GROUP\s+WAITING\s+IN FLIGHT\s+HANDLED\s+DEAD/);
-    expect(table.stdout).toMatch(new RegExp(`${topic}\\s+billing\\s+0\\s+0\\s+1\\s+0`));
+    expect(table.stdout).toMatch(/TOPIC\s+GROUP\s+WAITING\s+SCHEDULED\s+IN FLIGHT\s+HANDLED\s+DEAD/);
+    expect(table.stdout).toMatch(new RegExp(`${topic}\\s+billing\\s+0\\s+0\\s+0\\s+1\\s+0`));
   });
 
   it.each([
