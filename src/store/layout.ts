@@ -6,6 +6,7 @@
 //   orders.default                       group "default": its waiting messages
 //   orders.default.Scheduled             messages to hand out later (delays, retry backoff)
 //   orders.default.In-Progress.<worker>  messages claimed by one consumer (its lease)
+//   orders.default.Consumers             IMAP only: one heartbeat message per live consumer
 //   orders.default.Archive               handled messages, flagged \Seen
 //   orders.default.Junk                  dead letters
 //
@@ -18,6 +19,7 @@ import { checkName } from '../names.js';
 export const GROUP_FOLDERS = {
   scheduled: 'Scheduled',
   inProgress: 'In-Progress',
+  consumers: 'Consumers',
   archive: 'Archive',
   junk: 'Junk',
 } as const;
@@ -42,6 +44,10 @@ export class Layout {
 
   scheduled(topic: string, group: string): string {
     return this.join(this.group(topic, group), GROUP_FOLDERS.scheduled);
+  }
+
+  consumers(topic: string, group: string): string {
+    return this.join(this.group(topic, group), GROUP_FOLDERS.consumers);
   }
 
   archive(topic: string, group: string): string {

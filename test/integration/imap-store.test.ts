@@ -171,8 +171,8 @@ describe('IMAP store on Dovecot', () => {
     await store.append(topic, messages);
 
     expect(await store.stats(topic)).toEqual([
-      { topic, group: 'audit', waiting: 3, inFlight: 0, handled: 0, dead: 0 },
-      { topic, group: 'default', waiting: 3, inFlight: 0, handled: 0, dead: 0 },
+      { topic, group: 'audit', waiting: 3, scheduled: 0, inFlight: 0, handled: 0, dead: 0 },
+      { topic, group: 'default', waiting: 3, scheduled: 0, inFlight: 0, handled: 0, dead: 0 },
     ]);
 
     const claimer = await store.claimer(topic, 'default', { consumer: 'w1' });
@@ -186,6 +186,7 @@ describe('IMAP store on Dovecot', () => {
       topic,
       group: 'default',
       waiting: 0,
+      scheduled: 0,
       inFlight: 0,
       handled: 3,
       dead: 0,
@@ -472,7 +473,7 @@ describe('IMAP store on Dovecot', () => {
       proxy = await startProxy(mailServers().imapPort, undefined, port);
       const started = Date.now();
       expect(await store.stats(topic)).toEqual([
-        { topic, group: 'default', waiting: 0, inFlight: 0, handled: 0, dead: 0 },
+        { topic, group: 'default', waiting: 0, scheduled: 0, inFlight: 0, handled: 0, dead: 0 },
       ]);
       expect(Date.now() - started).toBeLessThan(RECONNECT_MAX_DELAY_MS);
     } finally {
@@ -527,5 +528,504 @@ describe('IMAP store on Dovecot', () => {
     await mine.ack([claim!]);
     await mine.close();
     await theirs.close();
+  });
+});
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Runs `task` with `mailbox` selected on an inspector session. */
+async function inMailbox<T>(client: ImapFlow, mailbox: string, task: () => Promise<T>): Promise<T> {
+  const lock = await client.getMailboxLock(mailbox);
+  try {
+    return await task();
+  } finally {
+    lock.release();
+  }
+}
+
+/** Claims like claimUntil, but rides out the ECONNECTION of a connection the server closed. */
+async function claimThroughDrops(claimer: Claimer, count: number): Promise<Claim[]> {
+  const claims: Claim[] = [];
+  const deadline = Date.now() + 20_000;
+  while (claims.length < count && Date.now() < deadline) {
+    try {
+      claims.push(...(await claimer.claim(10)));
+    } catch (err) {
+      if (!isMailbusError(err, 'ECONNECTION')) {
+        throw err;
+      }
+    }
+    if (claims.length < count) {
+      await claimer.waitForMessages(200, new AbortController().signal);
+    }
+  }
+  return claims;
+}
+
+describe('IMAP leases, schedules and folders on Dovecot', () => {
+  const leaseMs = 1000;
+
+  it('takes over the claims of a consumer that crashed, and refuses its late ack', async () => {
+    const proxy = await startProxy(mailServers().imapPort);
+    let revived: Proxy | undefined;
+    try {
+      const crashing = await openStore({ port: proxy.port });
+      const survivor = await openStore();
+      const topic = uniqueTopic('imap-crash');
+      const messages = await compose(
+        topic,
+        Array.from({ length: 10 }, (_, n) => ({ payload: { n } })),
+      );
+      await survivor.append(topic, messages);
+      const doomed = await crashing.claimer(topic, 'default', { consumer: 'doomed' });
+      await doomed.heartbeat();
+      const held = await claimUntil(doomed, 10);
+      expect(held).toHaveLength(10);
+
+      // The crash: every connection of the first store drops and none can be made again. Its
+      // claimer is never closed, so it releases nothing.
+      await proxy.close();
+      const rescuer = await survivor.claimer(topic, 'default', { consumer: 'rescuer' });
+      expect(await rescuer.recover(leaseMs)).toEqual([]);
+      await sleep(1500);
+      await rescuer.heartbeat();
+      const recovered = await rescuer.recover(leaseMs);
+      expect(recovered.map(idOf).sort()).toEqual(messages.map((m) => m.id).sort());
+      for (const claim of recovered) {
+        expect(claim.location).toMatch(new RegExp(`^${topic}\\.default\\.In-Progress\\.rescuer#`));
+      }
+      expect(await rescuer.recover(leaseMs)).toEqual([]);
+
+      // The crashed consumer's network comes back: its claims are no longer its own.
+      revived = await startProxy(mailServers().imapPort, undefined, proxy.port);
+      const late = await caught(doomed.ack(held));
+      expect(late).toBeInstanceOf(LeaseLostError);
+      expect(late.code).toBe('ELEASELOST');
+      await rescuer.ack(recovered);
+      expect((await survivor.stats(topic))[0]).toMatchObject({ inFlight: 0, handled: 10 });
+
+      // Its in-progress mailbox and its heartbeats are gone; the rescuer's heartbeat is left.
+      const client = await inspector();
+      try {
+        const inProgress = (await client.list())
+          .map((mailbox) => mailbox.path)
+          .filter((path) => path.startsWith(`${topic}.default.In-Progress.`));
+        expect(inProgress).toEqual([`${topic}.default.In-Progress.rescuer`]);
+        const beats = await inMailbox(client, `${topic}.default.Consumers`, () =>
+          client.fetchAll('1:*', { envelope: true }),
+        );
+        expect(beats.map((beat) => beat.envelope?.subject)).toEqual(['consumer rescuer']);
+      } finally {
+        await client.logout();
+      }
+      await rescuer.close();
+    } finally {
+      await proxy.close();
+      await revived?.close();
+    }
+  });
+
+  it('hands each claim of a dead consumer to exactly one of three racing recoverers', async () => {
+    const total = 30;
+    const proxy = await startProxy(mailServers().imapPort);
+    try {
+      const crashing = await openStore({ port: proxy.port });
+      const topic = uniqueTopic('imap-takeover-race');
+      const messages = await compose(
+        topic,
+        Array.from({ length: total }, (_, n) => ({ payload: { n } })),
+      );
+      await crashing.append(topic, messages);
+      const doomed = await crashing.claimer(topic, 'default', { consumer: 'doomed' });
+      expect(await claimUntil(doomed, total)).toHaveLength(total);
+      await proxy.close();
+
+      const stores = await Promise.all([openStore(), openStore(), openStore()]);
+      const rescuers = await Promise.all(
+        stores.map((store, i) => store.claimer(topic, 'default', { consumer: `rescuer${i}` })),
+      );
+      await sleep(leaseMs + 200);
+      await Promise.all(rescuers.map((rescuer) => rescuer.heartbeat()));
+      const first = await Promise.all(rescuers.map((rescuer) => rescuer.recover(leaseMs)));
+      const second = await Promise.all(rescuers.map((rescuer) => rescuer.recover(leaseMs)));
+
+      const ids = [...first, ...second].flat().map(idOf);
+      expect(ids).toHaveLength(total);
+      expect(new Set(ids)).toEqual(new Set(messages.map((m) => m.id)));
+      await Promise.all(rescuers.map((rescuer, i) => rescuer.ack(first[i] ?? [])));
+      expect((await stores[0]!.stats(topic))[0]).toMatchObject({ inFlight: 0, handled: total });
+      await Promise.all(rescuers.map((rescuer) => rescuer.close()));
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('hands a scheduled message out only once it is due, within 1.5 s, promoted once', async () => {
+    const stores = [await openStore(), await openStore()];
+    const topic = uniqueTopic('imap-schedule');
+    await stores[0]!.ensureTopic(topic);
+    const claimers = await Promise.all(
+      stores.map((store, i) => store.claimer(topic, 'default', { consumer: `p${i}` })),
+    );
+    const messages = await compose(
+      topic,
+      Array.from({ length: 10 }, (_, n) => ({ payload: { n } })),
+    );
+    const notBefore = new Date(Date.now() + 1500);
+    await stores[0]!.append(topic, messages, { notBefore });
+    expect((await stores[0]!.stats(topic))[0]).toMatchObject({ waiting: 0, scheduled: 10 });
+
+    // Each group's copy is dated when it falls due (rounded up to the second); the topic's
+    // copy is stored as usual.
+    const client = await inspector();
+    try {
+      const scheduled = await inMailbox(client, `${topic}.default.Scheduled`, () =>
+        client.fetchAll('1:*', { internalDate: true }),
+      );
+      for (const message of scheduled) {
+        const due = new Date(message.internalDate ?? 0).getTime();
+        expect(due).toBeGreaterThanOrEqual(notBefore.getTime());
+        expect(due - notBefore.getTime()).toBeLessThan(1000);
+      }
+      expect(await messageCount(client, topic)).toBe(10);
+    } finally {
+      await client.logout();
+    }
+
+    // Both claimers poll as a worker does; each claim must come after the message's time.
+    const claimed: { id: string; atMs: number }[] = [];
+    const signal = new AbortController().signal;
+    const deadline = notBefore.getTime() + 4000;
+    await Promise.all(
+      claimers.map(async (claimer) => {
+        while (claimed.length < messages.length && Date.now() < deadline) {
+          const claims = await claimer.claim(3);
+          const atMs = Date.now();
+          claimed.push(...claims.map((claim) => ({ id: idOf(claim), atMs })));
+          await claimer.ack(claims);
+          if (claims.length === 0) {
+            await claimer.waitForMessages(1000, signal);
+          }
+        }
+      }),
+    );
+    expect(claimed.map((c) => c.id).sort()).toEqual(messages.map((m) => m.id).sort());
+    const firstAtMs = Math.min(...claimed.map((c) => c.atMs));
+    expect(firstAtMs).toBeGreaterThanOrEqual(notBefore.getTime());
+    expect(firstAtMs - notBefore.getTime()).toBeLessThan(1500);
+    expect((await stores[0]!.stats(topic))[0]).toMatchObject({ scheduled: 0, handled: 10 });
+    await Promise.all(claimers.map((claimer) => claimer.close()));
+  });
+
+  it('keeps high priority through Scheduled, for delays and for retries', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-schedule-priority');
+    const claimer = await store.claimer(topic, 'default', { consumer: 'w1' });
+    const normal = await compose(topic, [{ payload: 'a' }, { payload: 'b' }]);
+    const [urgent] = await compose(topic, [{ payload: 'urgent', priority: 'high' }]);
+    const notBefore = new Date(Date.now() + 500);
+    await store.append(topic, normal, { notBefore });
+    await store.append(topic, [urgent!], { notBefore });
+    await sleep(1100);
+
+    const [first] = await claimUntil(claimer, 1, 1);
+    expect(idOf(first!)).toBe(urgent?.id);
+    // A retry in backoff keeps it too.
+    await claimer.release(first!, { notBefore: new Date(Date.now() + 300) });
+    await claimer.ack(await claimUntil(claimer, 2, 2));
+    await sleep(1100);
+    const [again] = await claimUntil(claimer, 1, 1);
+    expect(idOf(again!)).toBe(urgent?.id);
+    await claimer.ack([again!]);
+    await claimer.close();
+  });
+
+  it('frees messages stranded with the claim or promote keyword after a lease', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-stranded');
+    const [waiting, scheduled] = await compose(topic, [{ payload: 'w' }, { payload: 's' }]);
+    await store.append(topic, [waiting!]);
+    const claimer = await store.claimer(topic, 'default', { consumer: 'w1' });
+
+    // A claimer that died between its STORE and its MOVE, and a promoter likewise, of a
+    // message due a minute ago.
+    const client = await inspector();
+    try {
+      await inMailbox(client, `${topic}.default`, () =>
+        client.messageFlagsAdd('1:*', ['$MailbusClaimed']),
+      );
+      const past = new Date(Date.now() - 60_000);
+      await client.append(
+        `${topic}.default.Scheduled`,
+        scheduled!.raw,
+        ['$MailbusPromoting'],
+        past,
+      );
+    } finally {
+      await client.logout();
+    }
+    expect(await claimer.claim(10)).toEqual([]);
+    expect(await claimer.recover(leaseMs)).toEqual([]);
+    expect(await claimer.claim(10)).toEqual([]);
+
+    await sleep(leaseMs + 100);
+    // Freed, not returned: they were never handed out, so no attempt was made.
+    expect(await claimer.recover(leaseMs)).toEqual([]);
+    const claims = await claimUntil(claimer, 2);
+    expect(claims.map(idOf).sort()).toEqual([waiting!.id, scheduled!.id].sort());
+    await claimer.ack(claims);
+    await claimer.close();
+  });
+
+  it('adopts messages of its own in-progress mailbox that no claim handed out', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-orphan');
+    const claimer = await store.claimer(topic, 'default', { consumer: 'w1' });
+    const [message] = await compose(topic, [{ payload: 'lost answer' }]);
+    // What a claim leaves when its MOVE landed but its answer never came back.
+    const client = await inspector();
+    try {
+      await client.append(`${topic}.default.In-Progress.w1`, message!.raw, ['$MailbusClaimed']);
+    } finally {
+      await client.logout();
+    }
+
+    const adopted = await claimer.recover(60_000);
+    expect(adopted.map(idOf)).toEqual([message!.id]);
+    expect(adopted[0]?.location).toMatch(new RegExp(`^${topic}\\.default\\.In-Progress\\.w1#`));
+    expect(await claimer.recover(60_000)).toEqual([]);
+    await claimer.ack(adopted);
+    expect((await store.stats(topic))[0]).toMatchObject({ inFlight: 0, handled: 1 });
+    await claimer.close();
+  });
+
+  it('carries on when the group mailbox is deleted and recreated under its claimer', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-uidvalidity');
+    const messages = await compose(topic, [{ payload: 1 }, { payload: 2 }, { payload: 3 }]);
+    await store.append(topic, messages.slice(0, 1));
+    const claimer = await store.claimer(topic, 'default', { consumer: 'w1' });
+    const [held] = await claimUntil(claimer, 1);
+
+    const group = `${topic}.default`;
+    const client = await inspector();
+    try {
+      const before = await client.status(group, { uidValidity: true });
+      await client.mailboxDelete(group);
+      await client.mailboxCreate(group);
+      const after = await client.status(group, { uidValidity: true });
+      expect(after && after.uidValidity).not.toBe(before && before.uidValidity);
+    } finally {
+      await client.logout();
+    }
+
+    // New messages in the new mailbox are claimed; the claim held from before still settles,
+    // and a release lands in the new mailbox.
+    await store.append(topic, messages.slice(1, 2));
+    const [fresh] = await claimThroughDrops(claimer, 1);
+    expect(idOf(fresh!)).toBe(messages[1]?.id);
+    await claimer.release(held!);
+    const [again] = await claimThroughDrops(claimer, 1);
+    expect(idOf(again!)).toBe(messages[0]?.id);
+    await claimer.ack([fresh!, again!]);
+    expect((await store.stats(topic))[0]).toMatchObject({ waiting: 0, inFlight: 0, handled: 2 });
+    await claimer.close();
+  });
+
+  it('shows live consumers as heartbeats in Consumers, the newest of each', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-heartbeats');
+    const alpha = await store.claimer(topic, 'default', { consumer: 'alpha' });
+    const beta = await store.claimer(topic, 'default', { consumer: 'beta' });
+    for (let i = 0; i < 3; i += 1) {
+      await alpha.heartbeat();
+      await beta.heartbeat();
+    }
+    expect(await alpha.recover(60_000)).toEqual([]);
+
+    const subjects = async (): Promise<string[]> => {
+      const client = await inspector();
+      try {
+        const beats = await inMailbox(client, `${topic}.default.Consumers`, () =>
+          client.fetchAll('1:*', { envelope: true }),
+        );
+        return beats.map((beat) => beat.envelope?.subject ?? '').sort();
+      } finally {
+        await client.logout();
+      }
+    };
+    expect(await subjects()).toEqual(['consumer alpha', 'consumer beta']);
+    // A consumer that closes cleanly takes its heartbeats with it.
+    await beta.close();
+    expect(await subjects()).toEqual(['consumer alpha']);
+    await alpha.close();
+  });
+
+  it('lists in-flight messages across consumers, and purges by exact INTERNALDATE', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-folders');
+    await store.append(topic, await compose(topic, [{ payload: 1 }, { payload: 2 }]));
+    const one = await store.claimer(topic, 'default', { consumer: 'one' });
+    const two = await store.claimer(topic, 'default', { consumer: 'two' });
+    await claimUntil(one, 1, 1);
+    await claimUntil(two, 1, 1);
+
+    const inFlight = { topic, group: 'default', folder: 'in-flight' } as const;
+    const listed = await store.list(inFlight);
+    expect(listed.map((m) => m.ref.split('#')[0]).sort()).toEqual(['one', 'two']);
+    for (const message of listed) {
+      const [consumer, uid] = message.ref.split('#');
+      expect(message.location).toBe(`${topic}.default.In-Progress.${consumer}#${uid}`);
+    }
+    expect(await store.remove(inFlight, [listed[0]!.ref])).toBe(1);
+    expect(await store.remove(inFlight, [listed[0]!.ref])).toBe(0);
+    await expect(store.remove(inFlight, ['7'])).rejects.toMatchObject({ code: 'EINVALIDOPTION' });
+
+    // Two archived messages of the same day, ten minutes apart: SEARCH BEFORE cannot tell them
+    // apart, the purge must.
+    const [older, newer] = await compose(topic, [{ payload: 'older' }, { payload: 'newer' }]);
+    const client = await inspector();
+    try {
+      const archive = `${topic}.default.Archive`;
+      await client.append(archive, older!.raw, ['\\Seen'], new Date(Date.now() - 10 * 60_000));
+      await client.append(archive, newer!.raw, ['\\Seen'], new Date());
+    } finally {
+      await client.logout();
+    }
+    const archive = { topic, group: 'default', folder: 'archive' } as const;
+    expect((await store.list(archive)).map((m) => idOf(m))).toEqual([older!.id, newer!.id]);
+    expect(await store.purge(archive, new Date(Date.now() - 5 * 60_000))).toBe(1);
+    expect((await store.list(archive)).map((m) => idOf(m))).toEqual([newer!.id]);
+
+    // Scheduled lists the earliest due first, whatever the order of publishing.
+    const [late, soon] = await compose(topic, [{ payload: 'late' }, { payload: 'soon' }]);
+    await store.append(topic, [late!], { notBefore: new Date(Date.now() + 45 * 60_000) });
+    await store.append(topic, [soon!], { notBefore: new Date(Date.now() + 30 * 60_000) });
+    const scheduled = { topic, group: 'default', folder: 'scheduled' } as const;
+    expect((await store.list(scheduled, { limit: 1 })).map((m) => idOf(m))).toEqual([soon!.id]);
+    expect((await store.list(scheduled)).map((m) => idOf(m))).toEqual([soon!.id, late!.id]);
+    await one.close();
+    await two.close();
+  });
+
+  it('schedules past the two hours Dovecot allows, handing out the text as published', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-far');
+    const claimer = await store.claimer(topic, 'default', { consumer: 'w1' });
+    const [tomorrow, hopping, arrived] = await compose(topic, [
+      { payload: 'tomorrow' },
+      { payload: 'hopping' },
+      { payload: 'arrived', priority: 'high' },
+    ]);
+    const dueMs = Date.now() + 24 * 3_600_000;
+    await store.append(topic, [tomorrow!], { notBefore: new Date(dueMs) });
+
+    // Dovecot would date it "now": it goes in dated within the hour, its time in a header line.
+    const [listed] = await store.list({ topic, group: 'default', folder: 'scheduled' });
+    expect(listed?.storedAt.getTime()).toBeGreaterThan(Date.now() + 55 * 60_000);
+    expect(listed?.storedAt.getTime()).toBeLessThan(Date.now() + 65 * 60_000);
+    expect(listed?.raw.toString('latin1')).toMatch(/^X-Mailbus-Not-Before: \S+\r\n/);
+    expect(await claimer.claim(10)).toEqual([]);
+
+    // Copies whose INTERNALDATE came: one still has 2 s to wait, one is due.
+    const line = (ms: number): Buffer =>
+      Buffer.from(`X-Mailbus-Not-Before: ${new Date(ms).toISOString()}\r\n`, 'latin1');
+    const client = await inspector();
+    try {
+      const past = new Date(Date.now() - 60_000);
+      const box = `${topic}.default.Scheduled`;
+      const hopAtMs = Date.now() + 2000;
+      await client.append(box, Buffer.concat([line(hopAtMs), hopping!.raw]), [], past);
+      await client.append(
+        box,
+        Buffer.concat([line(Date.now()), arrived!.raw]),
+        ['\\Flagged'],
+        past,
+      );
+    } finally {
+      await client.logout();
+    }
+    const [first] = await claimUntil(claimer, 1);
+    expect(first?.raw.equals(arrived!.raw)).toBe(true);
+    const startedMs = Date.now();
+    const [second] = await claimUntil(claimer, 1);
+    expect(second?.raw.equals(hopping!.raw)).toBe(true);
+    expect(Date.now() - startedMs).toBeGreaterThan(1000);
+    expect((await store.stats(topic))[0]).toMatchObject({ scheduled: 1 });
+    await claimer.ack([first!, second!]);
+    await claimer.close();
+  });
+
+  it('adds about no round trips to a claim while nothing is scheduled', async () => {
+    const records: { role?: string; src?: string; msg?: string }[] = [];
+    const logger = pino(
+      { level: 'debug' },
+      { write: (line: string) => void records.push(JSON.parse(line)) },
+    );
+    const store = await ImapStore.open(imapConfig(), { logger });
+    opened.push(store);
+    const topic = uniqueTopic('imap-cost');
+    const total = 100;
+    await store.append(
+      topic,
+      await compose(
+        topic,
+        Array.from({ length: total }, (_, n) => ({ payload: n })),
+      ),
+    );
+    const claimer = await store.claimer(topic, 'default', { consumer: 'w1' });
+
+    records.length = 0;
+    const started = performance.now();
+    let claims = 0;
+    for (;;) {
+      const got = await claimer.claim(1);
+      if (got.length === 0) {
+        break;
+      }
+      claims += got.length;
+      await claimer.ack(got);
+    }
+    const elapsedMs = performance.now() - started;
+    const sent = (role: string): string[] =>
+      records
+        .filter((r) => r.role === role && r.src === 'c' && typeof r.msg === 'string')
+        .map((r) => (r.msg as string).split(' ').slice(1, 3).join(' '))
+        .filter((command) => command !== '' && !command.startsWith('DONE'));
+    const claimCommands = sent('claim');
+    const statuses = claimCommands.filter((command) => command.startsWith('STATUS')).length;
+    expect(claims).toBe(total);
+    expect(statuses).toBeLessThanOrEqual(Math.ceil(elapsedMs / 250) + 1);
+
+    records.length = 0;
+    await claimer.heartbeat();
+    const heartbeat = sent('settle').length;
+    records.length = 0;
+    await claimer.recover(60_000);
+    const recover = sent('settle').length + sent('claim').length;
+
+    // A message scheduled for later is read once; while Scheduled stays as it was, each look
+    // is a STATUS again.
+    await store.append(topic, await compose(topic, [{ payload: 'later' }]), {
+      notBefore: new Date(Date.now() + 30 * 60_000),
+    });
+    records.length = 0;
+    const idleStarted = performance.now();
+    while (performance.now() - idleStarted < 1500) {
+      expect(await claimer.claim(1)).toEqual([]);
+      await sleep(50);
+    }
+    const idle = sent('claim');
+    const reads = idle.filter((command) => command.startsWith('UID SORT')).length;
+    expect(reads).toBe(1);
+    console.log(
+      `imap cost: ${(claimCommands.length / claims).toFixed(2)} claim-connection commands per ` +
+        `claim(1), of which ${(statuses / claims).toFixed(3)} STATUS (${statuses} in ` +
+        `${Math.round(elapsedMs)} ms); heartbeat ${heartbeat} command(s); recover ${recover} ` +
+        `commands with nothing to recover; with one message scheduled for later, ` +
+        `${idle.filter((command) => command.startsWith('STATUS')).length} STATUS and ${reads} ` +
+        `read of Scheduled in 1.5 s of empty claims`,
+    );
+    await claimer.close();
   });
 });

@@ -56,7 +56,6 @@ import {
 } from './commands.js';
 
 /** The mailbox below a group that holds its consumers' heartbeats. */
-export const CONSUMERS_FOLDER = 'Consumers';
 
 /** Names the consumer a heartbeat is from. */
 export const CONSUMER_HEADER = 'X-Mailbus-Consumer';
@@ -94,7 +93,7 @@ export interface Holder {
 }
 
 export function consumersMailbox(layout: Layout, topic: string, group: string): string {
-  return layout.group(topic, group) + layout.delimiter + CONSUMERS_FOLDER;
+  return layout.consumers(topic, group);
 }
 
 /** The name of the tomb a recoverer renames a dead consumer's in-progress mailbox to. */
