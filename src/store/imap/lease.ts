@@ -55,8 +55,6 @@ import {
   searchAllUids,
 } from './commands.js';
 
-/** The mailbox below a group that holds its consumers' heartbeats. */
-
 /** Names the consumer a heartbeat is from. */
 export const CONSUMER_HEADER = 'X-Mailbus-Consumer';
 
