@@ -253,7 +253,9 @@ export class Mailbus {
       logger: this.logger,
     });
     this.workers.add(worker);
-    void worker.done.finally(() => this.workers.delete(worker));
+    // The caller hears of a failed worker through `done`; this bookkeeping must not add an
+    // unhandled rejection of its own.
+    worker.done.finally(() => this.workers.delete(worker)).catch(() => undefined);
     return worker;
   }
 

@@ -18,6 +18,7 @@ describe('a Maildir filled by mailbus, served by Dovecot', () => {
     const topic = 'served-orders';
 
     const local = await connect({ url: `maildir:${maildir}` });
+    await local.subscribe(topic, 'default');
     await local.subscribe(topic, 'audit');
     await local.publishBatch(topic, [
       { payload: { n: 1 } },
