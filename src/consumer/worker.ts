@@ -284,23 +284,37 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const error = new LeaseExpiredError(
         `lease expired: the consumer holding it sent no heartbeat for ${this.options.leaseMs} ms`,
       );
-      const task = this.settleRecovered(claimer, claim, error).finally(() => {
-        this.active.delete(task);
-      });
-      this.active.add(task);
+      this.track(this.settleRecovered(claimer, claim, error));
     }
   }
 
   private async settleRecovered(claimer: Claimer, claim: Claim, error: Error): Promise<void> {
+    const message = await this.decode(claimer, claim);
+    if (message !== undefined) {
+      await this.fail(claimer, claim, message, error);
+    }
+  }
+
+  /** Counts a task as running until it settles. */
+  private track(task: Promise<void>): void {
+    const tracked = task.finally(() => {
+      this.active.delete(tracked);
+    });
+    this.active.add(tracked);
+  }
+
+  /**
+   * Decodes a claimed message. One that cannot be decoded will never succeed: it goes to the
+   * dead letters at once, and this resolves with undefined.
+   */
+  private async decode(claimer: Claimer, claim: Claim): Promise<Message | undefined> {
     const { topic, group } = this.options;
-    let message: Message;
     try {
-      message = await decodeMessage(claim.raw, { topic, group });
+      return await decodeMessage(claim.raw, { topic, group });
     } catch (err) {
       await this.deadLetter(claimer, claim, undefined, err);
-      return;
+      return undefined;
     }
-    await this.fail(claimer, claim, message, error);
   }
 
   /** Deletes handled messages and dead letters that retention no longer keeps. */
@@ -319,20 +333,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private startHandler(claimer: Claimer, claim: Claim): void {
     this.started += 1;
-    const task = this.handle(claimer, claim).finally(() => {
-      this.active.delete(task);
-    });
-    this.active.add(task);
+    this.track(this.handle(claimer, claim));
   }
 
   private async handle(claimer: Claimer, claim: Claim): Promise<void> {
-    const { topic, group } = this.options;
-    let message: Message;
-    try {
-      message = await decodeMessage(claim.raw, { topic, group });
-    } catch (err) {
-      // A message that cannot be decoded will never succeed: it goes to the dead letters at once.
-      await this.deadLetter(claimer, claim, undefined, err);
+    const message = await this.decode(claimer, claim);
+    if (message === undefined) {
       return;
     }
 
