@@ -25,6 +25,7 @@ import { checkName } from './names.js';
 import { DeadLetters } from './admin/dead-letters.js';
 import { DEFAULT_GROUP } from './store/layout.js';
 import { MaildirStore } from './store/maildir/maildir-store.js';
+import { MAX_DEDUP_WINDOW_MS } from './store/store.js';
 import type { GroupStats, Store } from './store/store.js';
 import type { SmtpPublisher } from './transport/smtp.js';
 
@@ -41,8 +42,16 @@ export interface ConnectOptions extends SecretSources {
   /** The From field of published messages. */
   from?: string;
   maxMessageBytes?: number;
+  /**
+   * How long a caller-chosen message id is remembered: publishing the same id again within this
+   * window stores nothing and reports the id (default 5 min; 0 turns it off; at most 1 day).
+   */
+  dedupWindowMs?: number;
   logger?: Logger;
 }
+
+/** Default deduplication window for caller-chosen ids, as SQS FIFO queues keep theirs. */
+export const DEFAULT_DEDUP_WINDOW_MS = 5 * 60_000;
 
 export interface ScheduleOptions {
   /** Hand the message out no earlier than this. */
@@ -141,15 +150,23 @@ export class Mailbus {
   private readonly smtp: SmtpPublisher | undefined;
   private readonly from: string;
   private readonly maxMessageBytes: number;
+  private readonly dedupWindowMs: number;
   private readonly logger: Logger;
   private readonly workers = new Set<Worker>();
   private closed = false;
 
   constructor(
     store: Store,
-    options: { smtp?: SmtpPublisher; from: string; maxMessageBytes: number; logger: Logger },
+    options: {
+      smtp?: SmtpPublisher;
+      from: string;
+      maxMessageBytes: number;
+      dedupWindowMs: number;
+      logger: Logger;
+    },
   ) {
     this.store = store;
+    this.dedupWindowMs = options.dedupWindowMs;
     this.smtp = options.smtp;
     this.from = options.from;
     this.maxMessageBytes = options.maxMessageBytes;
@@ -188,15 +205,42 @@ export class Mailbus {
       );
     }
 
-    if (this.smtp) {
+    const fresh = await this.withoutDuplicates(topic, composed);
+    if (fresh.length > 0 && this.smtp) {
       await this.store.ensureTopic(topic);
       const groups = await this.store.listGroups(topic);
-      await this.smtp.send(topic, groups, composed);
-    } else {
-      await this.store.append(topic, composed, { notBefore });
+      await this.smtp.send(topic, groups, fresh);
+    } else if (fresh.length > 0) {
+      await this.store.append(topic, fresh, { notBefore });
     }
-    this.logger.debug({ event: 'published', topic, count: composed.length });
+    this.logger.debug({ event: 'published', topic, count: fresh.length });
     return composed.map((message) => message.id);
+  }
+
+  /**
+   * Leaves out the messages whose caller-chosen id was published within the deduplication
+   * window, and all but the first of one id within the batch.
+   */
+  private async withoutDuplicates(
+    topic: string,
+    composed: ComposedMessage[],
+  ): Promise<ComposedMessage[]> {
+    const chosen = composed.filter((message) => message.chosenId).map((message) => message.id);
+    if (this.dedupWindowMs === 0 || chosen.length === 0) {
+      return composed;
+    }
+    const seen = await this.store.storedIds(topic, [...new Set(chosen)], this.dedupWindowMs);
+    return composed.filter((message) => {
+      if (!message.chosenId) {
+        return true;
+      }
+      if (seen.has(message.id)) {
+        this.logger.info({ event: 'publish.duplicate', topic, id: message.id });
+        return false;
+      }
+      seen.add(message.id);
+      return true;
+    });
   }
 
   /** Creates a consumer group: it receives every message published from now on. */
@@ -372,10 +416,23 @@ export async function connect(options: ConnectOptions = {}): Promise<Mailbus> {
     location: redact(store.location),
     smtp: options.smtpUrl ? redact(options.smtpUrl) : undefined,
   });
+  const dedupWindowMs = nonNegative(
+    'dedupWindowMs',
+    options.dedupWindowMs,
+    DEFAULT_DEDUP_WINDOW_MS,
+  );
+  if (dedupWindowMs > MAX_DEDUP_WINDOW_MS) {
+    await store.close();
+    throw new MailbusError(
+      ERROR_CODES.INVALID_OPTION,
+      `dedupWindowMs may be at most ${MAX_DEDUP_WINDOW_MS} (one day), not ${dedupWindowMs}`,
+    );
+  }
   return new Mailbus(store, {
     smtp,
     from: options.from ?? defaultFrom(),
     maxMessageBytes,
+    dedupWindowMs,
     logger,
   });
 }

@@ -35,6 +35,8 @@ export interface ComposeOptions {
 /** A message ready to store: its text and the facts a store needs without parsing it again. */
 export interface ComposedMessage {
   id: string;
+  /** Whether the publisher chose the id: only such ids are checked for duplicates. */
+  chosenId: boolean;
   topic: string;
   priority: Priority;
   key?: string;
@@ -166,7 +168,7 @@ export async function composeMessage(
         '(maxMessageBytes / --max-message-bytes)',
     );
   }
-  return { id, topic, priority, key, raw };
+  return { id, chosenId: message.id !== undefined, topic, priority, key, raw };
 }
 
 /** The default From field: this machine's user-facing name for the publisher. */

@@ -23,6 +23,12 @@ export interface Store {
    */
   append(topic: string, messages: ComposedMessage[], options?: AppendOptions): Promise<void>;
 
+  /**
+   * Of these caller-chosen message ids, those that a publish stored in the topic within the
+   * last `windowMs`: a deduplicating publish skips them.
+   */
+  storedIds(topic: string, ids: string[], windowMs: number): Promise<Set<string>>;
+
   /** A claimer hands out a group's messages to one consumer. */
   claimer(topic: string, group: string, options: ClaimerOptions): Promise<Claimer>;
 
@@ -43,6 +49,9 @@ export interface Store {
   /** Closes connections and watchers. Safe to call twice. */
   close(): Promise<void>;
 }
+
+/** The longest deduplication window a store must honour in storedIds(). */
+export const MAX_DEDUP_WINDOW_MS = 86_400_000;
 
 export interface AppendOptions {
   /** Hand the message out no earlier than this. */

@@ -290,3 +290,31 @@ describe('guarantees on a Maildir', () => {
     expect(await groupStats(topic)).toMatchObject({ waiting: 4, inFlight: 0, handled: 1 });
   });
 });
+
+describe('idempotent publishing', () => {
+  it('stores a caller-chosen id once within the window and reports the same id', async () => {
+    bus = await connect({ url });
+    const topic = uniqueTopic('idempotent');
+    const first = await bus.publish(topic, { n: 1 }, { id: 'order-77' });
+    const again = await bus.publish(topic, { n: 2 }, { id: 'order-77' });
+    const batch = await bus.publishBatch(topic, [
+      { payload: 3, id: 'order-78' },
+      { payload: 4, id: 'order-78' },
+      { payload: 5 },
+    ]);
+    expect([first, again]).toEqual(['order-77@mailbus', 'order-77@mailbus']);
+    expect(batch[0]).toBe('order-78@mailbus');
+    expect(batch[1]).toBe('order-78@mailbus');
+    expect((await groupStats(topic))?.waiting).toBe(3);
+
+    const seen: unknown[] = [];
+    const worker = bus.consume(topic, (m) => void seen.push(m.payload), { maxMessages: 3 });
+    await worker.done;
+    expect(seen.sort()).toEqual([{ n: 1 }, 3, 5].sort());
+
+    const noWindow = await connect({ url, dedupWindowMs: 0 });
+    await noWindow.publish(topic, { n: 6 }, { id: 'order-77' });
+    await noWindow.close();
+    expect((await groupStats(topic))?.waiting).toBe(1);
+  });
+});

@@ -261,6 +261,20 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
       expect((await store.stats(topic))[0]).toMatchObject({ waiting: 1, dead: 0 });
     });
 
+    it('remembers caller-chosen ids for the deduplication window', async () => {
+      const store = await open();
+      const topic = uniqueTopic('dedup');
+      const [chosen] = await compose(topic, [{ payload: 1, id: `order-${topic}` }]);
+      const [generated] = await compose(topic, [{ payload: 2 }]);
+      await store.append(topic, [chosen as ComposedMessage, generated as ComposedMessage]);
+
+      const ids = [chosen?.id as string, 'never-published@mailbus'];
+      expect([...(await store.storedIds(topic, ids, 60_000))]).toEqual([chosen?.id]);
+      expect(await store.storedIds(uniqueTopic('no-such-topic'), ids, 60_000)).toEqual(new Set());
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      expect(await store.storedIds(topic, ids, 500)).toEqual(new Set());
+    });
+
     it('lets exactly one of four competing claimers have each message', async () => {
       const publisher = await open();
       const topic = uniqueTopic('compete');

@@ -218,6 +218,43 @@ export class ImapStore implements Store {
     return claimer;
   }
 
+  /**
+   * Finds caller-chosen ids in the topic's mailbox by a server-side SEARCH on Message-ID. SEARCH
+   * SINCE counts whole days, so the hits are then checked against the window by INTERNALDATE.
+   * Two publishers racing with one id may both store it: the check and the APPEND are two
+   * commands, and IMAP has no way to make them one.
+   */
+  async storedIds(topic: string, ids: string[], windowMs: number): Promise<Set<string>> {
+    const topicMailbox = this.layout.topic(topic);
+    const found = new Set<string>();
+    if (ids.length === 0 || !(await this.listTopics()).includes(topic)) {
+      return found;
+    }
+    const since = new Date(Date.now() - windowMs);
+    await this.connection.run(
+      { command: 'SEARCH', mailbox: topicMailbox },
+      async (client) => {
+        for (const id of ids) {
+          const uids = await client.search(
+            { header: { 'message-id': `<${id}>` }, since },
+            { uid: true },
+          );
+          if (!uids || uids.length === 0) {
+            continue;
+          }
+          for await (const message of client.fetch(uids, { internalDate: true }, { uid: true })) {
+            const stored = new Date(message.internalDate ?? 0).getTime();
+            if (stored >= since.getTime()) {
+              found.add(id);
+            }
+          }
+        }
+      },
+      topicMailbox,
+    );
+    return found;
+  }
+
   async stats(topic?: string): Promise<GroupStats[]> {
     if (topic !== undefined) {
       checkName('topic', topic);

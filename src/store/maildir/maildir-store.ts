@@ -19,6 +19,7 @@ import type {
   Store,
   StoredMessage,
 } from '../store.js';
+import { forgetOldIds, recentIds, rememberIds } from './dedup.js';
 import { listPlace, purgePlace, removeFromPlace } from './places.js';
 import { MaildirClaimer } from './claimer.js';
 import { curName, uniqueBaseName } from './filenames.js';
@@ -166,6 +167,13 @@ export class MaildirStore implements Store {
         throw storageError(`cannot sync the folders of topic ${topic}`, err);
       }
     }
+    // Only once the messages are stored: a failed publish must not make its retry a duplicate.
+    const chosen = messages.filter((message) => message.chosenId).map((message) => message.id);
+    rememberIds(this.root, topic, chosen);
+  }
+
+  async storedIds(topic: string, ids: string[], windowMs: number): Promise<Set<string>> {
+    return recentIds(this.root, this.layout.topic(topic), ids, windowMs);
   }
 
   async claimer(topic: string, group: string, options: ClaimerOptions): Promise<Claimer> {
@@ -222,6 +230,9 @@ export class MaildirStore implements Store {
   }
 
   async purge(place: Place, before: Date): Promise<number> {
+    if (place.folder === 'topic') {
+      forgetOldIds(this.root, this.layout.topic(place.topic));
+    }
     return purgePlace(this.root, this.layout, this.folders(), place, before);
   }
 
