@@ -1,7 +1,7 @@
 // Turns an outgoing message into the RFC 5322 text that is stored and sent. The MIME work is
 // nodemailer's; this module decides which fields a queue message carries.
 
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import MimeNode from 'nodemailer/lib/mime-node';
 import { ERROR_CODES, MailbusError, errorText } from '../errors.js';
@@ -146,6 +146,11 @@ export async function composeMessage(
   node.setHeader(HEADER.topic, topic);
   if (key !== undefined) {
     node.setHeader(HEADER.key, key);
+    // Every message of one key replies to the same root, so a mail client shows them as one
+    // thread. The root is never sent: its id is derived from the topic and the key.
+    const root = `<${threadRootId(topic, key)}>`;
+    node.setHeader('In-Reply-To', root);
+    node.setHeader('References', root);
   }
   if (priority === 'high') {
     node.setHeader(HEADER.priority, 'high');
@@ -169,6 +174,12 @@ export async function composeMessage(
     );
   }
   return { id, chosenId: message.id !== undefined, topic, priority, key, raw };
+}
+
+/** The Message-ID of the thread that the messages of one ordering key form in a topic. */
+export function threadRootId(topic: string, key: string): string {
+  const digest = createHash('sha256').update(`${topic}\n${key}`).digest('hex').slice(0, 32);
+  return `thread.${digest}@mailbus`;
 }
 
 /** The default From field: this machine's user-facing name for the publisher. */

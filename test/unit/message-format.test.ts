@@ -5,6 +5,7 @@ import {
   encodePayload,
   newMessageId,
   normaliseMessageId,
+  threadRootId,
 } from '../../src/message/compose.js';
 import { decodeMessage, derivedMessageId } from '../../src/message/decode.js';
 import { setHeaders } from '../../src/message/rewrite.js';
@@ -32,6 +33,11 @@ describe('composing and decoding a message', () => {
     expect(text).toMatch(/^Message-ID: <order-12345@mailbus>\r$/m);
     expect(text).toMatch(/^X-Mailbus-Topic: orders\r$/m);
     expect(text).toMatch(/^X-Mailbus-Key: =\?UTF-8\?Q\?kunde/m);
+    // One key, one thread: every message of the key replies to the same derived root.
+    const root = `<${threadRootId('orders', 'kunde "Zoë" 7')}>`;
+    expect(text).toContain(`In-Reply-To: ${root}`);
+    expect(text).toContain(`References: ${root}`);
+    expect(threadRootId('orders', 'other')).not.toBe(threadRootId('orders', 'kunde "Zoë" 7'));
     // Every line ends in CRLF, as RFC 5322 requires: no bare LF anywhere.
     expect(/(^|[^\r])\n/.test(text)).toBe(false);
     expect(text).toMatch(/^X-Mailbus-Priority: high\r$/m);
