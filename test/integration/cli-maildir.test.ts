@@ -86,7 +86,9 @@ describe('the command line on a Maildir', () => {
       ],
     });
     const table = await runCli(['stats', topic], { env });
-    expect(table.stdout).toMatch(/TOPIC\s+GROUP\s+WAITING\s+SCHEDULED\s+IN FLIGHT\s+HANDLED\s+DEAD/);
+    expect(table.stdout).toMatch(
+      /TOPIC\s+GROUP\s+WAITING\s+SCHEDULED\s+IN FLIGHT\s+HANDLED\s+DEAD/,
+    );
     expect(table.stdout).toMatch(new RegExp(`${topic}\\s+billing\\s+0\\s+0\\s+0\\s+1\\s+0`));
   });
 

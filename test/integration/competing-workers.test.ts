@@ -65,7 +65,15 @@ async function compete(options: ConnectOptions, env: NodeJS.ProcessEnv): Promise
     // Each process took a share: the claims really competed.
     expect(perWorker.filter((ids) => ids.length > 0).length).toBeGreaterThan(1);
     expect(await bus.stats(topic)).toEqual([
-      { topic, group: 'default', waiting: 0, scheduled: 0, inFlight: 0, handled: MESSAGES, dead: 0 },
+      {
+        topic,
+        group: 'default',
+        waiting: 0,
+        scheduled: 0,
+        inFlight: 0,
+        handled: MESSAGES,
+        dead: 0,
+      },
     ]);
   } finally {
     await bus.close();
