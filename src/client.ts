@@ -87,6 +87,8 @@ export interface ConsumeOptions {
   archiveRetentionMs?: number;
   /** How long dead letters are kept (default 30 days; Infinity keeps). */
   deadRetentionMs?: number;
+  /** How long the topic's inbox keeps its copy of each message (default 7 days). */
+  topicRetentionMs?: number;
   /** This consumer's id, naming its in-progress mailbox (default host-pid-random). */
   consumer?: string;
 }
@@ -293,6 +295,11 @@ export class Mailbus {
         'deadRetentionMs',
         options.deadRetentionMs,
         DEFAULT_DEAD_RETENTION_MS,
+      ),
+      topicRetentionMs: nonNegative(
+        'topicRetentionMs',
+        options.topicRetentionMs,
+        DEFAULT_ARCHIVE_RETENTION_MS,
       ),
       logger: this.logger,
     });

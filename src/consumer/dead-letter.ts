@@ -5,7 +5,7 @@
 
 import { hostname } from 'node:os';
 import MimeNode from 'nodemailer/lib/mime-node';
-import PostalMime from 'postal-mime';
+import PostalMime, { decodeWords } from 'postal-mime';
 import { ERROR_CODES, MailbusError } from '../errors.js';
 import { newMessageId } from '../message/compose.js';
 import { HEADER } from '../message/headers.js';
@@ -43,12 +43,12 @@ function explanation(report: FailureReport, failedAt: Date): string {
   return [
     `mailbus could not handle a message of topic "${topic}" in group "${group}".`,
     '',
-    `  Message:   ${report.id}`,
-    `  Subject:   ${message?.subject ?? '(not decoded)'}`,
-    `  Attempts:  ${attempts}`,
-    `  Last error: ${error}`,
-    `  Consumer:  ${consumer}`,
-    `  Failed at: ${failedAt.toISOString()}`,
+    `  Message:    ${report.id}`,
+    `  Subject:    ${oneLine(message?.subject ?? '(not decoded)')}`,
+    `  Attempts:   ${attempts}`,
+    `  Last error: ${oneLine(error)}`,
+    `  Consumer:   ${consumer}`,
+    `  Failed at:  ${failedAt.toISOString()}`,
     '',
     'The original message is attached, unchanged. To hand it to the group again:',
     `  mailbus dlq ${topic} --group ${group} replay ${report.id}`,
@@ -57,8 +57,11 @@ function explanation(report: FailureReport, failedAt: Date): string {
 }
 
 function deliveryStatus(report: FailureReport, failedAt: Date): string {
-  // One line per field; the error goes on one line with no control characters.
-  const diagnostic = oneLine(report.error).slice(0, 900);
+  // One line per field, 7-bit: the error on one line, other characters as '?' (the text part and
+  // the X-Mailbus-Last-Error field carry it in full).
+  const diagnostic = oneLine(report.error)
+    .replace(/[^\x20-\x7e]/g, '?')
+    .slice(0, 900);
   return [
     `Reporting-MTA: dns; ${REPORTER}`,
     '',
@@ -113,12 +116,14 @@ export async function readDeadLetter(raw: Buffer): Promise<DeadLetterInfo> {
     email.headers.find((h) => h.key === name.toLowerCase())?.value.trim();
 
   const attached = email.attachments.find((part) => part.mimeType === 'message/rfc822');
+  const boundary = /boundary="?([^";\s]+)"?/i.exec(header('content-type') ?? '')?.[1];
   const original =
     attached === undefined
       ? raw
-      : typeof attached.content === 'string'
-        ? Buffer.from(attached.content)
-        : Buffer.from(attached.content as ArrayBuffer);
+      : (lastPartBody(raw, boundary) ??
+        (typeof attached.content === 'string'
+          ? Buffer.from(attached.content)
+          : Buffer.from(attached.content as ArrayBuffer)));
   const id = header(ORIGINAL_ID_HEADER) ?? header('message-id')?.replace(/^<|>$/g, '');
   if (!id) {
     throw new MailbusError(ERROR_CODES.INVALID_PAYLOAD, 'dead letter names no message id');
@@ -128,10 +133,28 @@ export async function readDeadLetter(raw: Buffer): Promise<DeadLetterInfo> {
     id,
     subject: (email.subject ?? '').replace(/^Undeliverable: /, ''),
     attempts: Number.parseInt(header(HEADER.attempts) ?? '0', 10) || 0,
-    lastError: header(HEADER.lastError) ?? '',
+    lastError: decodeWords(header(HEADER.lastError) ?? ''),
     failedAt: date && !Number.isNaN(date.getTime()) ? date : undefined,
     original,
   };
+}
+
+/**
+ * The body of the last part of a multipart message, byte for byte: where a report of ours
+ * keeps the original. A parser would hand back the original with its line endings changed;
+ * a replay must store it as it was. Undefined when the text is not laid out that way.
+ */
+function lastPartBody(raw: Buffer, boundary: string | undefined): Buffer | undefined {
+  if (boundary === undefined) {
+    return undefined;
+  }
+  const close = raw.lastIndexOf(`\r\n--${boundary}--`);
+  const open = raw.lastIndexOf(`--${boundary}\r\n`, close);
+  const bodyStart = open === -1 ? -1 : raw.indexOf('\r\n\r\n', open);
+  if (close === -1 || open === -1 || bodyStart === -1 || bodyStart > close) {
+    return undefined;
+  }
+  return raw.subarray(bodyStart + 4, close);
 }
 
 /** The original of a dead letter, ready to be handed out again: attempts start over. */

@@ -80,6 +80,8 @@ export interface WorkerOptions {
   archiveRetentionMs: number;
   /** How long dead letters are kept; Infinity keeps them. */
   deadRetentionMs: number;
+  /** How long the topic's inbox keeps its copies; Infinity keeps them. */
+  topicRetentionMs: number;
   logger: Logger;
 }
 
@@ -319,12 +321,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** Deletes handled messages and dead letters that retention no longer keeps. */
   private async sweep(): Promise<void> {
-    const { topic, group, archiveRetentionMs, deadRetentionMs } = this.options;
+    const { topic, group, archiveRetentionMs, deadRetentionMs, topicRetentionMs } = this.options;
     const now = Date.now();
     if (Number.isFinite(archiveRetentionMs)) {
       const before = new Date(now - archiveRetentionMs);
       await this.store.purge({ topic, group, folder: 'archive' }, before);
-      await this.store.purge({ topic, group, folder: 'topic' }, before);
+    }
+    // The topic's inbox is the record of the topic, shared by its groups: it keeps to its own
+    // retention, not to the archive retention of whichever group sweeps it.
+    if (Number.isFinite(topicRetentionMs)) {
+      await this.store.purge({ topic, group, folder: 'topic' }, new Date(now - topicRetentionMs));
     }
     if (Number.isFinite(deadRetentionMs)) {
       await this.store.purge({ topic, group, folder: 'junk' }, new Date(now - deadRetentionMs));

@@ -170,7 +170,7 @@ export async function composeMessage(
     throw new MailbusError(
       ERROR_CODES.MESSAGE_TOO_LARGE,
       `message is ${raw.length} bytes; the limit is ${options.maxMessageBytes} ` +
-        '(maxMessageBytes / --max-message-bytes)',
+        '(the maxMessageBytes option of connect())',
     );
   }
   return { id, chosenId: message.id !== undefined, topic, priority, key, raw };

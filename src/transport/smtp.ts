@@ -62,7 +62,8 @@ const CONNECTION_ERROR_CODES = new Set([
 const AUTH_ERROR_CODES = new Set(['EAUTH', 'ENOAUTH']);
 
 // The connection failures worth another try: a server restarting, a connection reset. A TLS
-// failure (ETLS) is not among them: a certificate does not mend itself between two tries.
+// failure is not among them, whether nodemailer reports it as ETLS or as a socket error whose
+// original code names the certificate: a certificate does not mend itself between two tries.
 const RETRYABLE_CONNECTION_CODES = new Set([
   'ECONNECTION',
   'ESOCKET',
@@ -73,9 +74,19 @@ const RETRYABLE_CONNECTION_CODES = new Set([
   'EPIPE',
 ]);
 
+/**
+ * Node's codes for a TLS handshake or certificate check that failed: OpenSSL's verify errors
+ * (UNABLE_TO_VERIFY_LEAF_SIGNATURE, CERT_HAS_EXPIRED, SELF_SIGNED_CERT_IN_CHAIN, ...) and
+ * Node's own ERR_TLS_* and ERR_SSL_*.
+ */
+const TLS_FAILURE_CODE =
+  /CERT|CRL|^UNABLE_TO_|SELF_SIGNED|INVALID_CA|HOSTNAME_MISMATCH|^ERR_TLS_|^ERR_SSL_/;
+
 /** The error fields nodemailer sets (SMTPConnection.SMTPError); all optional. */
 interface SmtpErrorFields {
   code?: string;
+  /** The system or TLS code under nodemailer's own (CERT_HAS_EXPIRED under ESOCKET). */
+  originalCode?: string;
   command?: string;
   response?: string;
   /** The reply's code (421, 451, 550), when the error came from a server reply. */
@@ -110,6 +121,9 @@ function isRetryable(err: unknown): boolean {
   }
   if (fields.responseCode !== undefined) {
     return isTransientCode(fields.responseCode);
+  }
+  if (TLS_FAILURE_CODE.test(fields.originalCode ?? '')) {
+    return false;
   }
   return RETRYABLE_CONNECTION_CODES.has(fields.code ?? '');
 }

@@ -245,7 +245,10 @@ describe('guarantees on a Maildir', () => {
     bus = await connect({ url });
     const topic = uniqueTopic('retention');
     await bus.publishBatch(topic, [{ payload: 1 }, { payload: 2 }]);
-    const worker = bus.consume(topic, () => undefined, { archiveRetentionMs: 0 });
+    const worker = bus.consume(topic, () => undefined, {
+      archiveRetentionMs: 0,
+      topicRetentionMs: 0,
+    });
     let stats = await groupStats(topic);
     const deadline = Date.now() + 5000;
     while (Date.now() < deadline && (stats?.handled !== 0 || stats.waiting !== 0)) {
@@ -316,5 +319,32 @@ describe('idempotent publishing', () => {
     await noWindow.publish(topic, { n: 6 }, { id: 'order-77' });
     await noWindow.close();
     expect((await groupStats(topic))?.waiting).toBe(1);
+  });
+});
+
+describe('dead letters keep the original exactly', () => {
+  it('replays the original byte for byte, with its priority', async () => {
+    bus = await connect({ url });
+    const topic = uniqueTopic('exact');
+    const id = await bus.publish(topic, { a: 'ünï' }, { priority: 'high' });
+    const [published] = await bus.store.list({ topic, group: 'default', folder: 'waiting' });
+    const worker = bus.consume(
+      topic,
+      () => {
+        throw new Error('fails "once" ünï\nwith two lines');
+      },
+      { maxAttempts: 1, maxMessages: 1 },
+    );
+    await worker.done;
+
+    const [letter] = await bus.deadLetters(topic).list();
+    expect(letter?.lastError).toBe('fails "once" ünï with two lines');
+    const detail = await bus.deadLetters(topic).show(id);
+    expect(detail.original.equals(published?.raw as Buffer)).toBe(true);
+
+    await bus.deadLetters(topic).replay('all');
+    const [restored] = await bus.store.list({ topic, group: 'default', folder: 'waiting' });
+    expect(restored?.raw.equals(published?.raw as Buffer)).toBe(true);
+    expect(restored?.ref).toMatch(/^cur\/.*:2,F$/);
   });
 });

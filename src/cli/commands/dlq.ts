@@ -45,7 +45,7 @@ export function registerDlq(program: Command): void {
     .option('--all', 'replay: every dead letter of the group')
     .option(
       '--older-than <duration>',
-      'purge: only dead letters older than this (30d)',
+      'purge: only dead letters older than this (default: all of them)',
       parseDurationMs('--older-than', 0),
     )
     .option('--yes', 'purge: do not ask for confirmation')

@@ -14,7 +14,7 @@ interface StatsFlags extends GlobalFlags {
 export function registerStats(program: Command): void {
   const command = program
     .command('stats')
-    .description('show waiting, in-flight, handled and dead messages per topic and group')
+    .description('show waiting, scheduled, in-flight, handled and dead messages per group')
     .argument('[topic]', 'only this topic')
     .option('--json', 'print one JSON object');
   addConnectionFlags(command).action(async (topic: string | undefined, flags: StatsFlags) => {

@@ -126,11 +126,12 @@ export class ImapStore implements Store {
     }
   }
 
+  /** Creates the topic, and its default group only while the topic has no group at all. */
   async ensureTopic(topic: string): Promise<void> {
-    await this.createMailboxes([
-      this.layout.topic(topic),
-      ...this.groupMailboxes(topic, DEFAULT_GROUP),
-    ]);
+    await this.createMailboxes([this.layout.topic(topic)]);
+    if ((await this.listGroups(topic)).length === 0) {
+      await this.createMailboxes(this.groupMailboxes(topic, DEFAULT_GROUP));
+    }
     this.knownTopics.add(topic);
   }
 

@@ -11,7 +11,7 @@
 // name that begins with their due time; a claimer renames the due ones into the group.
 
 import * as fs from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { ERROR_CODES, LeaseLostError, MailbusError, isMailbusError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { Layout } from '../layout.js';
@@ -84,6 +84,8 @@ export class MaildirClaimer implements Claimer {
   private readonly archiveDir: string;
   private readonly junkDir: string;
   private readonly scheduledDir: string;
+  // The claims this consumer has handed out and not yet settled.
+  private readonly held = new Set<string>();
   // When the Scheduled folder must be looked at again: its earliest due time, or sooner.
   private nextScheduleCheckMs = 0;
   private readonly candidates = new CandidateQueue();
@@ -155,13 +157,8 @@ export class MaildirClaimer implements Claimer {
       }
       const source = join(this.groupDir, candidate.dir, candidate.name);
       const location = join(this.inProgressDir, 'cur', curName(base, flags));
-      try {
-        fs.renameSync(source, location);
-      } catch (err) {
-        if (errnoOf(err) === 'ENOENT') {
-          continue; // another consumer won this one
-        }
-        throw storageError(`cannot claim ${source}`, err);
+      if (!this.renameClaim(source, location)) {
+        continue; // another consumer won this one
       }
       const raw = this.readClaimed(location);
       if (raw !== undefined) {
@@ -241,7 +238,10 @@ export class MaildirClaimer implements Claimer {
   async heartbeat(): Promise<void> {
     this.assertOpen();
     const now = new Date();
+    const { root, layout, topic, group, consumer } = this.options;
     try {
+      // Made again if another consumer recovered it while this one was too slow to heartbeat.
+      ensureFolder(root, layout.inProgress(topic, group, consumer));
       fs.utimesSync(join(this.inProgressDir, 'maildirfolder'), now, now);
     } catch (err) {
       throw storageError(`cannot record the heartbeat of ${this.options.consumer}`, err);
@@ -254,7 +254,7 @@ export class MaildirClaimer implements Claimer {
     const prefix = layout.inProgress(topic, group) + layout.delimiter;
     const own = layout.inProgress(topic, group, consumer);
     const expiredBefore = Date.now() - leaseMs;
-    const claims: MaildirClaim[] = [];
+    const claims: MaildirClaim[] = this.adoptOrphans();
 
     for (const mailbox of this.options.folders()) {
       if (!mailbox.startsWith(prefix) || mailbox === own) {
@@ -276,6 +276,7 @@ export class MaildirClaimer implements Claimer {
             }
             throw storageError(`cannot recover ${join(dir, sub, name)}`, err);
           }
+          this.held.add(location);
           const raw = this.readClaimed(location);
           if (raw !== undefined) {
             claims.push({ location, raw, base, flags });
@@ -299,6 +300,27 @@ export class MaildirClaimer implements Claimer {
     this.wake();
     this.removeInProgressFolder();
     this.options.onClose();
+  }
+
+  /**
+   * Files in this consumer's own folder that it never handed out: left by an earlier process
+   * that ran under the same consumer id and stopped without settling them.
+   */
+  private adoptOrphans(): MaildirClaim[] {
+    const orphans: MaildirClaim[] = [];
+    for (const name of listDir(join(this.inProgressDir, 'cur'))) {
+      const location = join(this.inProgressDir, 'cur', name);
+      if (this.held.has(location)) {
+        continue;
+      }
+      const raw = this.readClaimed(location);
+      if (raw !== undefined) {
+        const { base, flags } = parseName(name);
+        this.held.add(location);
+        orphans.push({ location, raw, base, flags });
+      }
+    }
+    return orphans;
   }
 
   private onFileEvent(dir: 'new' | 'cur', name: string | null): void {
@@ -376,10 +398,45 @@ export class MaildirClaimer implements Claimer {
     }
   }
 
+  /**
+   * Claims one file by renaming it into this consumer's folder; false when another consumer
+   * had it first. A folder that is gone (this consumer was taken for dead while it was only
+   * slow, and its folder was recovered) is made again, so the consumer carries on.
+   */
+  private renameClaim(source: string, location: string): boolean {
+    for (let tries = 0; tries < 2; tries += 1) {
+      try {
+        fs.renameSync(source, location);
+        this.held.add(location);
+        return true;
+      } catch (err) {
+        if (errnoOf(err) !== 'ENOENT') {
+          throw storageError(`cannot claim ${source}`, err);
+        }
+        if (fs.existsSync(join(this.inProgressDir, 'cur')) || !fs.existsSync(source)) {
+          return false;
+        }
+        const { root, layout, topic, group, consumer } = this.options;
+        ensureFolder(root, layout.inProgress(topic, group, consumer));
+      }
+    }
+    return false;
+  }
+
   /** Renames a claimed file; ENOENT means it is no longer this consumer's to move. */
   private moveOwn(claim: MaildirClaim, target: string): void {
     try {
-      fs.renameSync(claim.location, target);
+      try {
+        fs.renameSync(claim.location, target);
+      } catch (err) {
+        // A target folder removed by hand is made again; a missing claim is a lost lease.
+        if (errnoOf(err) !== 'ENOENT' || !fs.existsSync(claim.location)) {
+          throw err;
+        }
+        this.ensureParentFolder(target);
+        fs.renameSync(claim.location, target);
+      }
+      this.held.delete(claim.location);
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') {
         throw new MailbusError(
@@ -389,6 +446,12 @@ export class MaildirClaimer implements Claimer {
       }
       throw storageError(`cannot move ${claim.location}`, err);
     }
+  }
+
+  /** Makes the Maildir folder that `path` (a file in its cur/ or new/) belongs to. */
+  private ensureParentFolder(path: string): void {
+    const folderDir = dirname(dirname(path));
+    ensureFolder(this.options.root, basename(folderDir).slice(1));
   }
 
   /** Delivers `raw` as a new message into `folderDir`, then removes the claimed file. */
@@ -410,6 +473,9 @@ export class MaildirClaimer implements Claimer {
       ? join(folderDir, 'cur', curName(base, FLAG.flagged))
       : join(folderDir, 'new', base);
     try {
+      if (!fs.existsSync(join(folderDir, 'tmp'))) {
+        this.ensureParentFolder(target);
+      }
       const tmp = await writeTmp(folderDir, base, raw, this.options.durable);
       fs.renameSync(tmp, target);
     } catch (err) {
@@ -417,6 +483,7 @@ export class MaildirClaimer implements Claimer {
     }
     await this.syncDirs([join(folderDir, flagged ? 'cur' : 'new')]);
     fs.rmSync(claim.location, { force: true });
+    this.held.delete(claim.location);
   }
 
   private async syncDirs(dirs: string[]): Promise<void> {

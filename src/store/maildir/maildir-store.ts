@@ -153,7 +153,10 @@ export class MaildirStore implements Store {
           fs.linkSync(tmp, join(groupDir, target));
           touched.add(join(groupDir, target.slice(0, 3)));
         }
-        fs.renameSync(tmp, join(topicDir, target));
+        // The topic's copy is named for when it was published, even when the groups' copies
+        // wait for a later time: its retention counts from the publish.
+        const topicBase = scheduled ? uniqueBaseName(message.raw.length) : base;
+        fs.renameSync(tmp, join(topicDir, placement(topicBase, message.priority === 'high')));
         touched.add(join(topicDir, target.slice(0, 3)));
       }
     } catch (err) {
@@ -241,14 +244,16 @@ export class MaildirStore implements Store {
     ensureFolder(this.root, this.layout.group(topic, group));
     const groupDir = folderPath(this.root, this.layout.group(topic, group));
     const base = uniqueBaseName(raw.length);
+    // A restored message keeps its priority: the star is in its header as well as its flags.
+    const target = placement(base, HIGH_PRIORITY.test(raw.toString('latin1', 0, headerEnd(raw))));
     try {
       const tmp = await writeTmp(groupDir, base, raw, this.durable);
-      fs.renameSync(tmp, join(groupDir, 'new', base));
+      fs.renameSync(tmp, join(groupDir, target));
     } catch (err) {
       throw storageError(`cannot restore a message into ${topic}/${group}`, err);
     }
     if (this.durable) {
-      await fsyncPath(join(groupDir, 'new'));
+      await fsyncPath(join(groupDir, target.slice(0, 3)));
     }
   }
 
@@ -300,6 +305,14 @@ export class MaildirStore implements Store {
     }
     return groups;
   }
+}
+
+const HIGH_PRIORITY = /^X-Mailbus-Priority:\s*high\s*$/im;
+
+/** Where a message's header ends (the whole text when there is no body). */
+function headerEnd(raw: Buffer): number {
+  const end = raw.indexOf('\r\n\r\n');
+  return end === -1 ? raw.length : end;
 }
 
 /**
