@@ -153,6 +153,7 @@ describe('mail from other publishers through Postfix', () => {
     const topic = uniqueTopic('smtp-out');
     const bus = await connect(imapOptions(true));
     try {
+      await bus.subscribe(topic, 'default');
       await bus.subscribe(topic, 'analytics');
       const ids = await bus.publishBatch(topic, [{ payload: { n: 1 } }, { payload: { n: 2 } }]);
       for (const group of ['analytics', 'default']) {
