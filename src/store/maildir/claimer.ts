@@ -41,6 +41,9 @@ export interface MaildirClaimerOptions {
   onClose: () => void;
 }
 
+/** Most names kept while waiting for the file events of this claimer's own claims. */
+const TAKEN_NAMES_MAX = 10_000;
+
 /** Least time between two looks at the Scheduled folder when nothing there is due. */
 const SCHEDULE_CHECK_MS = 250;
 
@@ -84,6 +87,8 @@ export class MaildirClaimer implements Claimer {
   private readonly archiveDir: string;
   private readonly junkDir: string;
   private readonly scheduledDir: string;
+  // Names this claimer moved out of the group whose file events have not come in yet.
+  private readonly takenNames = new Set<string>();
   // The claims this consumer has handed out and not yet settled.
   private readonly held = new Set<string>();
   // When the Scheduled folder must be looked at again: its earliest due time, or sooner.
@@ -160,6 +165,7 @@ export class MaildirClaimer implements Claimer {
       if (!this.renameClaim(source, location)) {
         continue; // another consumer won this one
       }
+      this.rememberTaken(candidate.name);
       const raw = this.readClaimed(location);
       if (raw !== undefined) {
         claims.push({ location, raw, base, flags });
@@ -324,6 +330,10 @@ export class MaildirClaimer implements Claimer {
   }
 
   private onFileEvent(dir: 'new' | 'cur', name: string | null): void {
+    // Our own claims move files out of the group, and inotify reports those too.
+    if (name && this.takenNames.delete(name)) {
+      return;
+    }
     if (name && !name.startsWith('.')) {
       const { flags } = parseName(name);
       this.candidates.add({ dir, name, flagged: flags.includes(FLAG.flagged) });
@@ -446,6 +456,14 @@ export class MaildirClaimer implements Claimer {
       }
       throw storageError(`cannot move ${claim.location}`, err);
     }
+  }
+
+  /** Remembers a name this claimer moved out, to ignore the file event that reports it. */
+  private rememberTaken(name: string): void {
+    if (this.takenNames.size >= TAKEN_NAMES_MAX) {
+      this.takenNames.clear(); // events lost or not delivered: forget rather than grow
+    }
+    this.takenNames.add(name);
   }
 
   /** Makes the Maildir folder that `path` (a file in its cur/ or new/) belongs to. */

@@ -86,12 +86,6 @@ export function fsyncPath(path: string): Promise<void> {
   });
 }
 
-export function fsyncFd(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    fs.fsync(fd, (err) => (err ? reject(err) : resolve()));
-  });
-}
-
 /** Writes a new file into `dir`/tmp and returns its path; fsynced when `durable`. */
 export async function writeTmp(
   dir: string,
@@ -99,19 +93,21 @@ export async function writeTmp(
   raw: Buffer,
   durable: boolean,
 ): Promise<string> {
+  // Creating a file on a busy disk takes up to a millisecond: it runs in the thread pool, so
+  // that the files of one batch are created side by side and consumers in this process go on.
   const path = join(dir, 'tmp', base);
-  const fd = fs.openSync(path, 'wx', FILE_MODE);
+  const fd = await fs.promises.open(path, 'wx', FILE_MODE);
   try {
-    fs.writeSync(fd, raw);
+    await fd.write(raw);
     if (durable) {
-      await fsyncFd(fd);
+      await fd.sync();
     }
   } catch (err) {
-    fs.closeSync(fd);
+    await fd.close();
     fs.rmSync(path, { force: true });
     throw err;
   }
-  fs.closeSync(fd);
+  await fd.close();
   return path;
 }
 

@@ -56,6 +56,7 @@ export class MaildirStore implements Store {
   private groupCache = new Map<string, string[]>();
   private groupCacheMtimeMs = -1;
   private closed = false;
+  private rootMade = false;
 
   private constructor(config: MaildirConfig, options: MaildirStoreOptions) {
     this.root = config.path;
@@ -73,7 +74,7 @@ export class MaildirStore implements Store {
   }
 
   async ensureTopic(topic: string): Promise<void> {
-    ensureRoot(this.root);
+    this.ensureRootOnce();
     ensureFolder(this.root, this.layout.topic(topic));
     if (this.listGroupsNow(topic).length === 0) {
       await this.subscribe(topic, DEFAULT_GROUP);
@@ -81,7 +82,7 @@ export class MaildirStore implements Store {
   }
 
   async subscribe(topic: string, group: string): Promise<void> {
-    ensureRoot(this.root);
+    this.ensureRootOnce();
     ensureFolder(this.root, this.layout.topic(topic));
     ensureFolder(this.root, this.layout.group(topic, group));
     ensureFolder(this.root, this.layout.archive(topic, group));
@@ -240,7 +241,7 @@ export class MaildirStore implements Store {
   }
 
   async restore(topic: string, group: string, raw: Buffer): Promise<void> {
-    ensureRoot(this.root);
+    this.ensureRootOnce();
     ensureFolder(this.root, this.layout.group(topic, group));
     const groupDir = folderPath(this.root, this.layout.group(topic, group));
     const base = uniqueBaseName(raw.length);
@@ -263,6 +264,14 @@ export class MaildirStore implements Store {
     }
     this.closed = true;
     await Promise.all([...this.claimers].map((claimer) => claimer.close()));
+  }
+
+  /** Makes the root a Maildir before the first write; after that, it is known to be one. */
+  private ensureRootOnce(): void {
+    if (!this.rootMade) {
+      ensureRoot(this.root);
+      this.rootMade = true;
+    }
   }
 
   /** Every folder of the Maildir++, by mailbox name. */
