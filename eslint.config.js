@@ -2,7 +2,16 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'test-artifacts/', 'coverage/'] },
+  {
+    ignores: [
+      'dist/',
+      'dist-bench/',
+      'bench-results/',
+      'node_modules/',
+      'test-artifacts/',
+      'coverage/',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
