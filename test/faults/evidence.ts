@@ -13,7 +13,13 @@ export function keepEvidence(scenario: ScenarioDir, report: RunReport): string |
   if (report.violations.length === 0) {
     return undefined;
   }
-  const name = `${report.scenario}-${report.store}`.toLowerCase().replace(/[^a-z0-9]+/g, '-');
+  // Named for the run too: several runs of the suite may share a checkout.
+  const run = new Date()
+    .toISOString()
+    .replace(/[^0-9]/g, '')
+    .slice(0, 14);
+  const scenarioName = `${report.scenario}-${report.store}`;
+  const name = `${scenarioName.toLowerCase().replace(/[^a-z0-9]+/g, '-')}-${run}-${process.pid}`;
   const target = join(EVIDENCE_DIR, name);
   mkdirSync(target, { recursive: true });
   for (const [from, to] of [

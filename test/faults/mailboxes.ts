@@ -32,12 +32,15 @@ export function mailboxDir(root: string, mailbox: string): string {
   return join(root, `.${mailbox}`);
 }
 
+/** Maildir info flags (`name:2,FS`) with T: deleted, waiting for an expunge; no message. */
+const TRASHED = /:2,[A-Za-z]*T/;
+
 function messageFiles(dir: string): string[] {
   const files: string[] = [];
   for (const sub of ['new', 'cur']) {
     try {
       for (const name of fs.readdirSync(join(dir, sub))) {
-        if (!name.startsWith('.')) {
+        if (!name.startsWith('.') && !TRASHED.test(name)) {
           files.push(join(dir, sub, name));
         }
       }

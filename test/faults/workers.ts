@@ -5,7 +5,6 @@
 // exits when the scenario did not ask it to is a broken guarantee ("workers keep running").
 
 import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -55,7 +54,6 @@ export class WorkerFleet {
   /** The workers the scenario killed: attempts they had started may run again. */
   readonly killedWorkers = new Set<string>();
   private readonly workers: FleetWorker[] = [];
-  private readonly processes = new Map<FleetWorker, ChildProcess>();
   private readonly recoveries: Promise<void>[] = [];
   private stopping = false;
   private started = 0;
@@ -100,17 +98,12 @@ export class WorkerFleet {
       }),
     };
     this.workers.push(worker);
-    this.processes.set(worker, child);
     return worker;
   }
 
   /** Workers that have not exited. */
   live(): FleetWorker[] {
     return this.workers.filter((worker) => worker.exit === undefined);
-  }
-
-  all(): FleetWorker[] {
-    return [...this.workers];
   }
 
   /**
