@@ -9,6 +9,9 @@
 //
 // Scheduled messages (delays and retry backoff) wait in the group's Scheduled folder under a
 // name that begins with their due time; a claimer renames the due ones into the group.
+//
+// Messages with an ordering key are handed out one at a time per key, in publish order: a
+// claimer takes a keyed message only when it holds its key's turn (turns.ts).
 
 import * as fs from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -17,7 +20,16 @@ import type { Logger } from '../../log.js';
 import type { Layout } from '../layout.js';
 import type { Claim, Claimer, ReleaseOptions } from '../store.js';
 import { CandidateQueue } from './candidates.js';
-import { FLAG, curName, nameTimeMs, parseName, uniqueBaseName, withFlag } from './filenames.js';
+import {
+  FLAG,
+  compareDeliveryOrder,
+  curName,
+  keyDigestOf,
+  nameTimeMs,
+  parseName,
+  uniqueBaseName,
+  withFlag,
+} from './filenames.js';
 import {
   ensureFolder,
   errnoOf,
@@ -27,6 +39,7 @@ import {
   storageError,
   writeTmp,
 } from './folders.js';
+import { KeyTurns } from './turns.js';
 
 export interface MaildirClaimerOptions {
   root: string;
@@ -58,6 +71,34 @@ interface MaildirClaim extends Claim {
  * there: a message scheduled by another process is seen by its file event, or by then.
  */
 const POLL_SCHEDULE_MS = 1000;
+
+/**
+ * Which keyed messages may be claimed now, as one claim() call sees it: the first waiting
+ * message of each key, and the messages that hold their key's turn.
+ */
+class TurnView {
+  constructor(
+    private readonly heads: Map<string, string>,
+    private readonly holders: Map<string, Set<string>>,
+  ) {}
+
+  /**
+   * A message that holds its key's turn may be claimed again (it came back from a retry, a lost
+   * lease, a stopped consumer); when no message holds it, only the first waiting message may.
+   */
+  mayClaim(keyDigest: string, base: string): boolean {
+    const holding = this.holders.get(keyDigest);
+    if (holding !== undefined) {
+      return holding.has(base);
+    }
+    return this.heads.get(keyDigest) === base;
+  }
+
+  /** Notes a turn taken within this claim() call. */
+  take(keyDigest: string, base: string): void {
+    this.holders.set(keyDigest, new Set([base]));
+  }
+}
 
 /** The last heartbeat of the consumer whose in-progress folder this is (0 if unknown). */
 function heartbeatMs(dir: string): number {
@@ -94,6 +135,10 @@ export class MaildirClaimer implements Claimer {
   // When the Scheduled folder must be looked at again: its earliest due time, or sooner.
   private nextScheduleCheckMs = 0;
   private readonly candidates = new CandidateQueue();
+  private readonly turns: KeyTurns;
+  // Keys whose messages a claim passed over because another message held the turn: a change
+  // to the turns of one of them sends the claimer back to the group.
+  private readonly waitingKeys = new Set<string>();
   private readonly watchers: fs.FSWatcher[] = [];
   private readonly waiters = new Set<() => void>();
   private readonly logger: Logger;
@@ -108,6 +153,7 @@ export class MaildirClaimer implements Claimer {
     this.archiveDir = folderPath(root, layout.archive(topic, group));
     this.junkDir = folderPath(root, layout.junk(topic, group));
     this.scheduledDir = folderPath(root, layout.scheduled(topic, group));
+    this.turns = new KeyTurns(join(root, 'mailbus-turns', layout.group(topic, group)), consumer);
     this.logger = options.logger.child({ topic, group, consumer });
   }
 
@@ -127,6 +173,8 @@ export class MaildirClaimer implements Claimer {
         this.wake();
       });
     }
+    this.turns.ensure();
+    this.watch(this.turns.dir, (name) => this.onTurnEvent(name));
   }
 
   private watch(dir: string, onEvent: (name: string | null) => void): void {
@@ -151,6 +199,7 @@ export class MaildirClaimer implements Claimer {
     }
 
     const claims: MaildirClaim[] = [];
+    let turns: TurnView | undefined;
     while (claims.length < max) {
       const candidate = this.candidates.take();
       if (candidate === undefined) {
@@ -160,9 +209,26 @@ export class MaildirClaimer implements Claimer {
       if (flags.includes(FLAG.trashed)) {
         continue;
       }
+
+      // A keyed message needs its key's turn, recorded before the claim (turns.ts says why).
+      const keyDigest = keyDigestOf(base);
+      let record: string | undefined;
+      if (keyDigest !== undefined) {
+        turns ??= this.turnView();
+        if (!turns.mayClaim(keyDigest, base)) {
+          this.waitingKeys.add(keyDigest);
+          continue;
+        }
+        record = this.turns.write(keyDigest, base);
+        turns.take(keyDigest, base);
+      }
+
       const source = join(this.groupDir, candidate.dir, candidate.name);
       const location = join(this.inProgressDir, 'cur', curName(base, flags));
       if (!this.renameClaim(source, location)) {
+        if (record !== undefined) {
+          this.turns.removeRecord(record);
+        }
         continue; // another consumer won this one
       }
       this.rememberTaken(candidate.name);
@@ -201,6 +267,7 @@ export class MaildirClaimer implements Claimer {
       const target = join(this.archiveDir, 'cur', curName(claim.base, flags));
       try {
         this.moveOwn(claim, target);
+        this.endTurn(claim.base);
         moved += 1;
       } catch (err) {
         if (!isMailbusError(err, ERROR_CODES.LEASE_LOST)) {
@@ -222,7 +289,7 @@ export class MaildirClaimer implements Claimer {
     const flagged = own.flags.includes(FLAG.flagged);
     const dueMs = options.notBefore?.getTime() ?? 0;
     if (dueMs > Date.now()) {
-      await this.replace(own, this.scheduledDir, options.raw ?? own.raw, flagged, dueMs);
+      await this.replace(own, this.scheduledDir, options.raw ?? own.raw, flagged, dueMs, true);
       this.nextScheduleCheckMs = Math.min(this.nextScheduleCheckMs, dueMs);
       return;
     }
@@ -234,11 +301,13 @@ export class MaildirClaimer implements Claimer {
       await this.syncDirs([join(this.groupDir, flagged ? 'cur' : 'new')]);
       return;
     }
-    await this.replace(own, this.groupDir, options.raw, flagged);
+    await this.replace(own, this.groupDir, options.raw, flagged, undefined, true);
   }
 
   async deadLetter(claim: Claim, raw: Buffer): Promise<void> {
-    await this.replace(claim as MaildirClaim, this.junkDir, raw, false);
+    const own = claim as MaildirClaim;
+    await this.replace(own, this.junkDir, raw, false);
+    this.endTurn(own.base);
   }
 
   async heartbeat(): Promise<void> {
@@ -261,6 +330,7 @@ export class MaildirClaimer implements Claimer {
     const own = layout.inProgress(topic, group, consumer);
     const expiredBefore = Date.now() - leaseMs;
     const claims: MaildirClaim[] = this.adoptOrphans();
+    this.sweepStaleTurns(leaseMs);
 
     for (const mailbox of this.options.folders()) {
       if (!mailbox.startsWith(prefix) || mailbox === own) {
@@ -343,6 +413,91 @@ export class MaildirClaimer implements Claimer {
     this.wake();
   }
 
+  private onTurnEvent(name: string | null): void {
+    const keyDigest = name?.split('~')[0];
+    if (keyDigest === undefined || this.waitingKeys.has(keyDigest)) {
+      this.changed = true;
+      this.wake();
+    }
+  }
+
+  /**
+   * The turns as this claim sees them. The group is listed before the records are read: a
+   * message of a key missing from the listing was claimed, and its claimer's record, written
+   * before that claim, is then in the read.
+   */
+  private turnView(): TurnView {
+    const heads = new Map<string, string>();
+    for (const sub of ['new', 'cur']) {
+      for (const name of listDir(join(this.groupDir, sub))) {
+        const { base, flags } = parseName(name);
+        const keyDigest = keyDigestOf(base);
+        if (keyDigest === undefined || flags.includes(FLAG.trashed)) {
+          continue;
+        }
+        const head = heads.get(keyDigest);
+        if (head === undefined || compareDeliveryOrder(base, head) < 0) {
+          heads.set(keyDigest, base);
+        }
+      }
+    }
+    return new TurnView(heads, this.turns.holders());
+  }
+
+  private endTurn(base: string): void {
+    const keyDigest = keyDigestOf(base);
+    if (keyDigest !== undefined) {
+      this.turns.end(keyDigest, base);
+    }
+  }
+
+  /**
+   * Removes turn records that name no unsettled message: left by a consumer that died between
+   * settling a message and ending its turn, or between recording a turn and losing the claim.
+   * Only records older than a lease are judged, and only a message missing from two looks in a
+   * row counts as gone, since a message may be between folders during one look.
+   */
+  private sweepStaleTurns(leaseMs: number): void {
+    const before = Date.now() - leaseMs;
+    const old = this.turns.records().filter((record) => record.writtenMs < before);
+    if (old.length === 0) {
+      return;
+    }
+    const first = this.unsettledBases();
+    const suspects = old.filter((record) => !first.has(record.base));
+    if (suspects.length === 0) {
+      return;
+    }
+    const second = this.unsettledBases();
+    for (const record of suspects) {
+      if (!second.has(record.base)) {
+        this.turns.removeRecord(record.path);
+        this.logger.warn({ event: 'turn.stale', base: record.base });
+      }
+    }
+  }
+
+  /** The base names of every message of the group that is not settled yet. */
+  private unsettledBases(): Set<string> {
+    const { layout, topic, group } = this.options;
+    const prefix = layout.inProgress(topic, group) + layout.delimiter;
+    const dirs = [this.groupDir, this.scheduledDir];
+    for (const mailbox of this.options.folders()) {
+      if (mailbox.startsWith(prefix)) {
+        dirs.push(folderPath(this.options.root, mailbox));
+      }
+    }
+    const bases = new Set<string>();
+    for (const dir of dirs) {
+      for (const sub of ['new', 'cur']) {
+        for (const name of listDir(join(dir, sub))) {
+          bases.add(parseName(name).base);
+        }
+      }
+    }
+    return bases;
+  }
+
   private wake(): void {
     for (const wake of [...this.waiters]) {
       wake();
@@ -379,6 +534,7 @@ export class MaildirClaimer implements Claimer {
 
   private scan(): void {
     this.changed = false;
+    this.waitingKeys.clear();
     for (const dir of ['new', 'cur'] as const) {
       for (const name of listDir(join(this.groupDir, dir))) {
         if (name.startsWith('.')) {
@@ -472,13 +628,17 @@ export class MaildirClaimer implements Claimer {
     ensureFolder(this.options.root, basename(folderDir).slice(1));
   }
 
-  /** Delivers `raw` as a new message into `folderDir`, then removes the claimed file. */
+  /**
+   * Delivers `raw` as a new message into `folderDir`, then removes the claimed file. With
+   * `keepsTurn` (a retry, a release), the new message takes over the claimed one's key turn.
+   */
   private async replace(
     claim: MaildirClaim,
     folderDir: string,
     raw: Buffer,
     flagged: boolean,
     dueMs?: number,
+    keepsTurn = false,
   ): Promise<void> {
     if (!fs.existsSync(claim.location)) {
       throw new MailbusError(
@@ -486,7 +646,12 @@ export class MaildirClaimer implements Claimer {
         `claimed message ${claim.location} is gone: its lease was lost`,
       );
     }
-    const base = uniqueBaseName(raw.length, dueMs);
+    const keyDigest = keepsTurn ? keyDigestOf(claim.base) : undefined;
+    const base = uniqueBaseName(raw.length, dueMs, keyDigest);
+    if (keyDigest !== undefined) {
+      // Recorded before the new file appears, so the turn is never without a holder.
+      this.turns.write(keyDigest, base);
+    }
     const target = flagged
       ? join(folderDir, 'cur', curName(base, FLAG.flagged))
       : join(folderDir, 'new', base);
@@ -502,6 +667,9 @@ export class MaildirClaimer implements Claimer {
     await this.syncDirs([join(folderDir, flagged ? 'cur' : 'new')]);
     fs.rmSync(claim.location, { force: true });
     this.held.delete(claim.location);
+    if (keyDigest !== undefined) {
+      this.turns.end(keyDigest, claim.base);
+    }
   }
 
   private async syncDirs(dirs: string[]): Promise<void> {

@@ -2,7 +2,7 @@
 // alphabetical order (D draft, F flagged, R replied, S seen, T trashed). See
 // https://cr.yp.to/proto/maildir.html and Dovecot's `,S=<size>` extension to the base name.
 
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 
 const INFO_SEPARATOR = ':2,';
@@ -16,15 +16,40 @@ let deliveryCount = 0;
 /**
  * A base name no other delivery on any machine will choose: time, pid, counter, randomness.
  * The time is when the message is due: now for a normal delivery, later for a scheduled one, so
- * that names sort in the order messages are to be handed out.
+ * that names sort in the order messages are to be handed out. A message with an ordering key
+ * carries a digest of the key (`,K=`), so that claimers see its key without reading the file.
  */
-export function uniqueBaseName(size: number, timeMs = Date.now()): string {
+export function uniqueBaseName(size: number, timeMs = Date.now(), keyDigest?: string): string {
   const seconds = Math.floor(timeMs / 1000);
   // Zero-padded, so that names sort in delivery order within a second too.
   const micros = String((timeMs % 1000) * 1000).padStart(6, '0');
   deliveryCount += 1;
   const random = randomBytes(4).toString('hex');
-  return `${seconds}.M${micros}P${process.pid}Q${deliveryCount}R${random}.${HOST},S=${size}`;
+  const key = keyDigest === undefined ? '' : `,K=${keyDigest}`;
+  return `${seconds}.M${micros}P${process.pid}Q${deliveryCount}R${random}.${HOST},S=${size}${key}`;
+}
+
+/** The digest of an ordering key that file names carry: short, and safe in any file name. */
+export function keyDigest(key: string): string {
+  return createHash('sha256').update(key, 'utf8').digest('hex').slice(0, 16);
+}
+
+/** The key digest a base name carries, if its message has an ordering key. */
+export function keyDigestOf(base: string): string | undefined {
+  return /,K=([0-9a-f]+)/.exec(base)?.[1];
+}
+
+/**
+ * Orders two names of one process's deliveries as they were made: by time, then by the
+ * delivery counter (not zero-padded, so a plain string sort would put Q10 before Q9).
+ */
+export function compareDeliveryOrder(a: string, b: string): number {
+  const byTime = nameTimeMs(a) - nameTimeMs(b);
+  if (byTime !== 0) {
+    return byTime;
+  }
+  const counter = (name: string): number => Number(/Q(\d+)/.exec(name)?.[1] ?? 0);
+  return counter(a) - counter(b) || (a < b ? -1 : a > b ? 1 : 0);
 }
 
 /** The time a file name was given for, in ms since the epoch; 0 for a name not of that form. */

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import type { MaildirConfig } from '../../config/connection.js';
 import type { ComposedMessage } from '../../message/compose.js';
+import { decodeMessage } from '../../message/decode.js';
 import type { Logger } from '../../log.js';
 import { DEFAULT_GROUP, Layout } from '../layout.js';
 import type {
@@ -22,7 +23,7 @@ import type {
 import { forgetOldIds, recentIds, rememberIds } from './dedup.js';
 import { listPlace, purgePlace, removeFromPlace } from './places.js';
 import { MaildirClaimer } from './claimer.js';
-import { curName, uniqueBaseName } from './filenames.js';
+import { curName, keyDigest, keyDigestOf, uniqueBaseName } from './filenames.js';
 import {
   countMessages,
   ensureFolder,
@@ -132,7 +133,8 @@ export class MaildirStore implements Store {
     const written: Array<{ message: ComposedMessage; base: string; tmp: string }> = [];
     try {
       const writes = messages.map(async (message) => {
-        const base = uniqueBaseName(message.raw.length, scheduled ? dueMs : undefined);
+        const digest = message.key === undefined ? undefined : keyDigest(message.key);
+        const base = uniqueBaseName(message.raw.length, scheduled ? dueMs : undefined, digest);
         const tmp = await writeTmp(topicDir, base, message.raw, this.durable);
         written.push({ message, base, tmp });
       });
@@ -156,7 +158,9 @@ export class MaildirStore implements Store {
         }
         // The topic's copy is named for when it was published, even when the groups' copies
         // wait for a later time: its retention counts from the publish.
-        const topicBase = scheduled ? uniqueBaseName(message.raw.length) : base;
+        const topicBase = scheduled
+          ? uniqueBaseName(message.raw.length, undefined, keyDigestOf(base))
+          : base;
         fs.renameSync(tmp, join(topicDir, placement(topicBase, message.priority === 'high')));
         touched.add(join(topicDir, target.slice(0, 3)));
       }
@@ -244,8 +248,11 @@ export class MaildirStore implements Store {
     this.ensureRootOnce();
     ensureFolder(this.root, this.layout.group(topic, group));
     const groupDir = folderPath(this.root, this.layout.group(topic, group));
-    const base = uniqueBaseName(raw.length);
-    // A restored message keeps its priority: the star is in its header as well as its flags.
+    // A restored message keeps its ordering key (it takes its place in the key's order as if
+    // published anew) and its priority: the star is in its header as well as its flags.
+    const key = await orderingKeyOf(raw, topic, group);
+    const digest = key === undefined ? undefined : keyDigest(key);
+    const base = uniqueBaseName(raw.length, undefined, digest);
     const target = placement(base, HIGH_PRIORITY.test(raw.toString('latin1', 0, headerEnd(raw))));
     try {
       const tmp = await writeTmp(groupDir, base, raw, this.durable);
@@ -313,6 +320,19 @@ export class MaildirStore implements Store {
       list.sort();
     }
     return groups;
+  }
+}
+
+/** The ordering key in a message's header; none when the text cannot be decoded. */
+async function orderingKeyOf(
+  raw: Buffer,
+  topic: string,
+  group: string,
+): Promise<string | undefined> {
+  try {
+    return (await decodeMessage(raw, { topic, group })).key;
+  } catch {
+    return undefined; // not ours to judge here: its consumer dead-letters it with the reason
   }
 }
 
