@@ -7,6 +7,7 @@
 //   orders.default.Scheduled             messages to hand out later (delays, retry backoff)
 //   orders.default.In-Progress.<worker>  messages claimed by one consumer (its lease)
 //   orders.default.Consumers             IMAP only: one heartbeat message per live consumer
+//   orders.default.Turns                 IMAP only: which message holds each ordering key's turn
 //   orders.default.Archive               handled messages, flagged \Seen
 //   orders.default.Junk                  dead letters
 //
@@ -20,6 +21,7 @@ export const GROUP_FOLDERS = {
   scheduled: 'Scheduled',
   inProgress: 'In-Progress',
   consumers: 'Consumers',
+  turns: 'Turns',
   archive: 'Archive',
   junk: 'Junk',
 } as const;
@@ -48,6 +50,10 @@ export class Layout {
 
   consumers(topic: string, group: string): string {
     return this.join(this.group(topic, group), GROUP_FOLDERS.consumers);
+  }
+
+  turns(topic: string, group: string): string {
+    return this.join(this.group(topic, group), GROUP_FOLDERS.turns);
   }
 
   archive(topic: string, group: string): string {

@@ -2,12 +2,18 @@
 // order, across competing consumers, while messages of different keys run in parallel. A
 // failing message holds the later messages of its key until it is acked or dead-lettered.
 
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ImapFlow } from 'imapflow';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DeadLetterError, connect } from '../../src/index.js';
 import type { ConnectOptions, Mailbus, Message, Worker } from '../../src/index.js';
+import { keyDigest } from '../../src/message/ordering.js';
 import { uniqueTopic } from '../support/store-conformance.js';
+import { CLI } from '../support/cli.js';
+import { imapEnv, imapOptions, mailServers } from '../support/imap.js';
 import { tempDir } from '../support/temp.js';
 
 interface Run {
@@ -23,7 +29,24 @@ const KEYS = ['alpha', 'bravo', 'charlie', 'delta', 'echo'];
 const PER_KEY = 12;
 const UNKEYED = 20;
 
-function orderingSuite(name: string, options: () => ConnectOptions): void {
+/** The default group's counts; acks are batched, so the caller waits for inFlight to reach 0. */
+async function settledStats(bus: Mailbus, topic: string) {
+  const row = (await bus.stats(topic)).find((stats) => stats.group === 'default');
+  if (row === undefined) {
+    throw new Error(`no stats for ${topic}`);
+  }
+  return row;
+}
+
+/** Leaves a turn record naming a message that is gone, as a consumer dying at ack would. */
+type PlantStaleTurn = (topic: string, key: string) => Promise<void>;
+
+function orderingSuite(
+  name: string,
+  options: () => ConnectOptions,
+  env: () => NodeJS.ProcessEnv,
+  plantStaleTurn: PlantStaleTurn,
+): void {
   describe(`ordering keys on ${name}`, () => {
     const buses: Mailbus[] = [];
     const workers: Worker[] = [];
@@ -44,6 +67,7 @@ function orderingSuite(name: string, options: () => ConnectOptions): void {
       topic: string,
       count: number,
       handle: (message: Message, seq: number) => Promise<void>,
+      leaseMs = 10_000,
     ): Promise<Run[]> {
       const runs: Run[] = [];
       for (let i = 0; i < count; i += 1) {
@@ -70,16 +94,19 @@ function orderingSuite(name: string, options: () => ConnectOptions): void {
               run.endMs = performance.now();
             }
           },
-          { concurrency: 4, backoffMs: 50, maxBackoffMs: 100, leaseMs: 10_000 },
+          { concurrency: 4, backoffMs: 50, maxBackoffMs: 100, leaseMs },
         );
         workers.push(worker);
       }
       return runs;
     }
 
-    async function until(done: () => boolean, timeoutMs = 60_000): Promise<void> {
+    async function until(
+      done: () => boolean | Promise<boolean>,
+      timeoutMs = 60_000,
+    ): Promise<void> {
       const deadline = Date.now() + timeoutMs;
-      while (!done()) {
+      while (!(await done())) {
         if (Date.now() > deadline) {
           throw new Error('timed out waiting for the workers');
         }
@@ -122,8 +149,8 @@ function orderingSuite(name: string, options: () => ConnectOptions): void {
         runs.some((b) => a !== b && a.key !== b.key && b.startMs < a.endMs && a.startMs < b.endMs),
       );
       expect(overlaps.length).toBeGreaterThan(0);
-      const stats = (await bus.stats(topic)).find((row) => row.group === 'default');
-      expect(stats).toMatchObject({ waiting: 0, scheduled: 0, inFlight: 0 });
+      await until(async () => (await settledStats(bus, topic)).inFlight === 0);
+      expect(await settledStats(bus, topic)).toMatchObject({ waiting: 0, scheduled: 0 });
     });
 
     it('holds a key behind a failing message until it is handled or dead-lettered', async () => {
@@ -173,11 +200,102 @@ function orderingSuite(name: string, options: () => ConnectOptions): void {
       const success = retried[3]!.startMs;
       const others = runs.filter((run) => run.key === 'free' && run.startMs > firstFailure);
       expect(others.some((run) => run.startMs < success)).toBe(true);
-      const stats = (await bus.stats(topic)).find((row) => row.group === 'default');
-      expect(stats).toMatchObject({ waiting: 0, scheduled: 0, inFlight: 0, dead: 1 });
+      await until(async () => (await settledStats(bus, topic)).inFlight === 0);
+      expect(await settledStats(bus, topic)).toMatchObject({ waiting: 0, scheduled: 0, dead: 1 });
+    });
+
+    it('keeps the turn of a message whose consumer was killed: it goes first again', async () => {
+      const bus = await open();
+      const topic = uniqueTopic('orderkill');
+      await bus.subscribe(topic, 'default');
+      await bus.publishBatch(
+        topic,
+        [0, 1, 2, 3].map((seq) => ({ payload: { seq }, key: 'account-7' })),
+      );
+
+      // A consumer takes the first message and dies with it in flight.
+      const marker = join(tempDir('orderkill'), 'started');
+      const victim = spawn(
+        process.execPath,
+        [CLI, 'consume', topic, '--lease', '1s', '--exec', `touch '${marker}'; sleep 60`],
+        { env: { ...process.env, ...env() }, stdio: 'ignore' },
+      );
+      await until(() => existsSync(marker));
+      victim.kill('SIGKILL');
+
+      // The rest of the group must not run the later messages first.
+      const runs = await competing(topic, 2, () => sleep(2), 1000);
+      await until(() => runs.filter((run) => run.endMs < Infinity).length >= 4);
+      const order = runs.sort((a, b) => a.startMs - b.startMs);
+      expect(order.map((run) => [run.seq, run.attempt])).toEqual([
+        [0, 2],
+        [1, 1],
+        [2, 1],
+        [3, 1],
+      ]);
+    });
+
+    it('sweeps away a turn left by a consumer that died at ack', async () => {
+      const bus = await open();
+      const topic = uniqueTopic('orderstale');
+      await bus.subscribe(topic, 'default');
+      await plantStaleTurn(topic, 'customer-9');
+      await bus.publishBatch(
+        topic,
+        [0, 1].map((seq) => ({ payload: { seq }, key: 'customer-9' })),
+      );
+
+      // Blocked by the stale turn until a recovery pass sweeps it: at the worker's start, and
+      // every half lease. Without the sweep, the key would wait forever.
+      const runs = await competing(topic, 1, () => Promise.resolve(), 1000);
+      await until(() => runs.filter((run) => run.endMs < Infinity).length >= 2, 20_000);
+      expect(runs.map((run) => run.seq)).toEqual([0, 1]);
     });
   });
 }
 
-const maildir = `maildir:${join(tempDir('ordering'), 'queue')}`;
-orderingSuite('a Maildir', () => ({ url: maildir }));
+const maildirRoot = join(tempDir('ordering'), 'queue');
+const maildir = `maildir:${maildirRoot}`;
+
+orderingSuite(
+  'a Maildir',
+  () => ({ url: maildir }),
+  () => ({ MAILBUS_URL: maildir }),
+  async (topic, key) => {
+    const dir = join(maildirRoot, 'mailbus-turns', `${topic}.default`);
+    mkdirSync(dir, { recursive: true });
+    const record = join(dir, `${keyDigest(key)}~1.M1P1Q1Rgone.host,S=1~dead~0`);
+    writeFileSync(record, '');
+    const old = new Date(Date.now() - 60_000);
+    utimesSync(record, old, old);
+  },
+);
+
+orderingSuite(
+  'Dovecot over IMAP',
+  () => imapOptions(),
+  () => imapEnv(),
+  async (topic, key) => {
+    const info = mailServers();
+    const client = new ImapFlow({
+      host: info.host,
+      port: info.imapPort,
+      secure: false,
+      auth: { user: info.user, pass: info.password },
+      tls: { ca: readFileSync(info.caFile, 'utf8') },
+      logger: false,
+    });
+    await client.connect();
+    const mailbox = `${topic}.default.Turns`;
+    await client.mailboxCreate(mailbox);
+    const record = [
+      'Subject: a turn its consumer never ended',
+      `X-Mailbus-Turn-Key: ${keyDigest(key)}`,
+      'X-Mailbus-Turn-Holder: gone@mailbus',
+      '',
+      '',
+    ].join('\r\n');
+    await client.append(mailbox, record, ['\\Seen'], new Date(Date.now() - 60_000));
+    await client.logout();
+  },
+);

@@ -1,9 +1,9 @@
 // Maildir file names: the key digest they carry and the delivery order they sort in.
 
 import { describe, expect, it } from 'vitest';
+import { keyDigest } from '../../src/message/ordering.js';
 import {
   compareDeliveryOrder,
-  keyDigest,
   keyDigestOf,
   uniqueBaseName,
 } from '../../src/store/maildir/filenames.js';

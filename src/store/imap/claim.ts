@@ -24,9 +24,14 @@
 //
 // The same conditional STORE, with a keyword of its own, makes the promotion of due scheduled
 // messages exclusive (promote.ts): takeExclusively() is the step both share.
+//
+// Messages with an ordering key are handed out one at a time per key, in publish order: a pick
+// with a key is kept only when it holds its key's turn, or when no message holds it and the
+// pick is the key's first waiting message (turns.ts). Its turn is recorded before the STORE.
 
 import type { ImapFlow } from 'imapflow';
 import type { Logger } from '../../log.js';
+import { keyDigest, orderingOf } from '../../message/ordering.js';
 import {
   creatingMailbox,
   fetchSources,
@@ -36,6 +41,7 @@ import {
   storeKeywordUnchangedSince,
 } from './commands.js';
 import type { SearchResult } from './commands.js';
+import type { ImapTurns, TurnClaim } from './turns.js';
 
 /**
  * The keyword that marks a message of a group mailbox as taken. It lives only between the
@@ -59,7 +65,11 @@ export interface ClaimRound {
   claimed: ClaimedMessage[];
   /** Messages were waiting, but other consumers took the ones this round tried for. */
   contended: boolean;
+  /** Messages were waiting, but their keys' turns were held by others: worth a look soon. */
+  deferred: boolean;
 }
+
+const NO_PICKS: SearchResult = { uids: [], modseq: undefined };
 
 /**
  * One claim attempt on the selected group mailbox: picks up to `max` waiting messages, claims
@@ -70,30 +80,163 @@ export async function claimRound(
   max: number,
   inProgress: string,
   log: Logger,
+  turns: ImapTurns,
 ): Promise<ClaimRound> {
-  // High priority first: flagged waiting messages, then the others, each by lowest UID.
-  const flagged = await searchWaiting(client, true, max);
-  const normal =
-    flagged.uids.length >= max
-      ? { uids: [], modseq: undefined }
-      : await searchWaiting(client, false, max - flagged.uids.length);
-  if (flagged.uids.length === 0 && normal.uids.length === 0) {
-    return { claimed: [], contended: false };
+  // High priority first: flagged waiting messages, then the others, each by lowest UID. Both
+  // lists are looked at in full, since a key's first message may be in either.
+  const found = {
+    flagged: await searchWaiting(client, true, max),
+    normal: await searchWaiting(client, false, max),
+  };
+  if (found.flagged.uids.length === 0 && found.normal.uids.length === 0) {
+    return { claimed: [], contended: false, deferred: false };
   }
 
+  const gate = await gateByTurn(client, turns, found, max);
+  const { flagged, normal } = gate;
+  if (flagged.uids.length === 0 && normal.uids.length === 0) {
+    return { claimed: [], contended: false, deferred: gate.deferred };
+  }
+  const records = await turns.write([...gate.turns.values()]);
+  const recordOf = new Map([...gate.turns.keys()].map((uid, i) => [uid, records[i]]));
+  const outcome = await claimPicks(client, flagged, normal, inProgress, log);
+
+  // Turns recorded for picks that another consumer won are not ours to keep.
+  const kept = new Set(outcome.claimedFrom);
+  const lost = [...recordOf].filter(([uid]) => !kept.has(uid)).map(([, record]) => record);
+  await turns.remove(lost.filter((record): record is number => record !== undefined));
+  return { ...outcome.round, deferred: gate.deferred };
+}
+
+/** The picks that may be claimed now, as the turns of their keys allow, and their turns. */
+interface Gate {
+  flagged: SearchResult;
+  normal: SearchResult;
+  turns: Map<number, TurnClaim>;
+  deferred: boolean;
+}
+
+/**
+ * Keeps the picks whose keys allow them now: a pick without a key, a pick that holds its key's
+ * turn (it came back from a retry, a lost lease, a stopped consumer), and, for a key whose turn
+ * no message holds, the key's first waiting message. The turns are read after the SEARCH: a
+ * key's earlier message missing from it was claimed, and its claimer's record is then there.
+ */
+async function gateByTurn(
+  client: ImapFlow,
+  turns: ImapTurns,
+  found: { flagged: SearchResult; normal: SearchResult },
+  max: number,
+): Promise<Gate> {
+  const all = [...found.flagged.uids, ...found.normal.uids];
+  const orderings = await fetchOrderings(client, all);
+  if (orderings.size === 0) {
+    return { ...capPicks(found.flagged.uids, found.normal.uids, found, max), turns: new Map() };
+  }
+  const holders = await turns.holders();
+
+  // A waiting message of the same key could hide past the end of a list that came back full.
+  const lists = [found.flagged.uids, found.normal.uids];
+  const seenAll = (uid: number): boolean =>
+    lists.every((uids) => uids.length < max || uid <= Math.max(...uids));
+  const firstOfKey = new Map<string, number>();
+  for (const uid of all) {
+    const digest = orderings.get(uid)?.keyDigest;
+    if (digest !== undefined && uid < (firstOfKey.get(digest) ?? Infinity)) {
+      firstOfKey.set(digest, uid);
+    }
+  }
+
+  const turnOf = new Map<number, TurnClaim>();
+  let deferred = false;
+  const allowed = (uid: number): boolean => {
+    const turn = orderings.get(uid);
+    if (turn === undefined) {
+      return true;
+    }
+    const holding = holders.get(turn.keyDigest);
+    const mine = holding
+      ? holding.has(turn.messageId)
+      : firstOfKey.get(turn.keyDigest) === uid && seenAll(uid);
+    const taken = [...turnOf.values()].some((other) => other.keyDigest === turn.keyDigest);
+    if (!mine || taken) {
+      deferred = true;
+      return false;
+    }
+    turnOf.set(uid, turn);
+    return true;
+  };
+  const flagged = found.flagged.uids.filter(allowed);
+  const normal = found.normal.uids.filter(allowed);
+  const capped = capPicks(flagged, normal, found, max);
+  for (const uid of turnOf.keys()) {
+    if (!capped.flagged.uids.includes(uid) && !capped.normal.uids.includes(uid)) {
+      turnOf.delete(uid);
+    }
+  }
+  return { ...capped, turns: turnOf, deferred: deferred || capped.deferred };
+}
+
+/** At most `max` picks, flagged first; each list keeps the MODSEQ of its snapshot. */
+function capPicks(
+  flagged: number[],
+  normal: number[],
+  found: { flagged: SearchResult; normal: SearchResult },
+  max: number,
+): { flagged: SearchResult; normal: SearchResult; deferred: boolean } {
+  const keptFlagged = flagged.slice(0, max);
+  const keptNormal = normal.slice(0, max - keptFlagged.length);
+  return {
+    flagged: keptFlagged.length > 0 ? { ...found.flagged, uids: keptFlagged } : NO_PICKS,
+    normal: keptNormal.length > 0 ? { ...found.normal, uids: keptNormal } : NO_PICKS,
+    deferred: false,
+  };
+}
+
+/** The ordering key and Message-ID of each pick that has a key, read from its header. */
+async function fetchOrderings(client: ImapFlow, uids: number[]): Promise<Map<number, TurnClaim>> {
+  const orderings = new Map<number, TurnClaim>();
+  if (uids.length === 0) {
+    return orderings;
+  }
+  const fetched = await client.fetchAll(
+    formatUidSet(uids),
+    { uid: true, headers: ['X-Mailbus-Key', 'Message-ID'] },
+    { uid: true },
+  );
+  for (const message of fetched) {
+    const ordering = message.headers ? orderingOf(message.headers) : undefined;
+    if (ordering !== undefined) {
+      orderings.set(message.uid, {
+        keyDigest: keyDigest(ordering.key),
+        messageId: ordering.messageId,
+      });
+    }
+  }
+  return orderings;
+}
+
+/** The conditional STOREs and the MOVE of one round's picks. */
+async function claimPicks(
+  client: ImapFlow,
+  flagged: SearchResult,
+  normal: SearchResult,
+  inProgress: string,
+  log: Logger,
+): Promise<{ round: Omit<ClaimRound, 'deferred'>; claimedFrom: number[] }> {
   // Each SEARCH is a snapshot of its own, so each set of picks is protected by the MODSEQ read
   // with it: every change made after a snapshot gets a MODSEQ above the highest it reported.
   const wonFlagged = await takeExclusively(client, flagged, CLAIM_KEYWORD);
   const wonNormal = await takeExclusively(client, normal, CLAIM_KEYWORD);
   const won = [...wonFlagged, ...wonNormal];
   if (won.length === 0) {
-    return { claimed: [], contended: true };
+    return { round: { claimed: [], contended: true }, claimedFrom: [] };
   }
 
   const sources = await fetchSources(client, won);
   const present = won.filter((uid) => sources.has(uid));
   if (present.length === 0) {
-    return { claimed: [], contended: true };
+    return { round: { claimed: [], contended: true }, claimedFrom: [] };
   }
 
   // Safe now: the STORE made this consumer the only one that tries to move these messages. A
@@ -104,10 +247,12 @@ export async function claimRound(
   );
   const isFlagged = new Set(wonFlagged);
   const claimed: ClaimedMessage[] = [];
+  const claimedFrom: number[] = [];
   for (const uid of present) {
     const target = moved.targets.get(uid);
     const raw = sources.get(uid);
     if (target !== undefined && raw !== undefined) {
+      claimedFrom.push(uid);
       claimed.push({
         uid: target,
         uidValidity: moved.uidValidity,
@@ -122,7 +267,7 @@ export async function claimRound(
       'claimed fewer messages than the STORE won: the rest were gone',
     );
   }
-  return { claimed, contended: claimed.length === 0 };
+  return { round: { claimed, contended: claimed.length === 0 }, claimedFrom };
 }
 
 /** The lowest `max` UIDs of waiting messages, flagged or not, with the snapshot's MODSEQ. */

@@ -12,7 +12,9 @@
 //   stopped heartbeating (lease.ts) and adopts messages of its own in-progress mailbox that it
 //   handed out to nobody (a claim whose MOVE succeeded but whose answer was lost, or the
 //   leftovers of a previous process with the same consumer id), on the settle connection; and
-//   frees messages stranded with a claim or promote keyword (stranded.ts), on the claim one.
+//   frees messages stranded with a claim or promote keyword (stranded.ts), on the claim one;
+// - hands out the messages of one ordering key one at a time (turns.ts), keeping the turns in
+//   the group's Turns mailbox on a third connection, opened only once a key is seen.
 //
 // A claim names its in-progress mailbox's UIDVALIDITY (from the COPYUID of its MOVE). If the
 // mailbox was taken over and recreated meanwhile, a UID there may name another message: a
@@ -34,6 +36,7 @@ import {
   isMailbusError,
 } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { keyDigest, orderingOf } from '../../message/ordering.js';
 import { checkName } from '../../names.js';
 import type { Layout } from '../layout.js';
 import type { Claim, Claimer, ReleaseOptions } from '../store.js';
@@ -66,6 +69,8 @@ import type { Holder } from './lease.js';
 import { PROMOTE_KEYWORD, ScheduledPromoter } from './promote.js';
 import { scheduledCopy } from './schedule.js';
 import { StrandedWatch } from './stranded.js';
+import { ImapTurns } from './turns.js';
+import type { TurnClaim } from './turns.js';
 
 /**
  * How many claim rounds one claim() may lose to other consumers before it gives up. Each lost
@@ -90,6 +95,12 @@ export const HEARTBEAT_UIDS_KEPT = 16;
  */
 export const GROUP_RESELECT_INTERVAL_MS = 5_000;
 
+/**
+ * How soon a claimer looks again when messages were waiting but their keys' turns were held by
+ * other consumers: no mail arrives to say that a turn has ended.
+ */
+export const TURN_RECHECK_MS = 250;
+
 /** Separates the mailbox and the UID in a claim's location: `orders.default.In-Progress.w1#7`. */
 const LOCATION_SEPARATOR = '#';
 
@@ -106,6 +117,12 @@ class ImapClaim implements Claim {
     /** The in-progress mailbox's UIDVALIDITY the UID belongs to, when the server said. */
     readonly uidValidity: bigint | undefined,
   ) {}
+
+  /** The key turn this message holds, if it has an ordering key. */
+  get turn(): TurnClaim | undefined {
+    const ordering = orderingOf(this.raw);
+    return ordering && { keyDigest: keyDigest(ordering.key), messageId: ordering.messageId };
+  }
 }
 
 export interface ImapClaimerOptions {
@@ -128,6 +145,7 @@ export class ImapClaimer implements Claimer {
   private readonly junk: string;
   private readonly claimConnection: ImapConnection;
   private readonly settleConnection: ImapConnection;
+  private readonly turns: ImapTurns;
   private readonly log: Logger;
   private readonly promoter: ScheduledPromoter;
   private readonly stranded: StrandedWatch;
@@ -136,6 +154,8 @@ export class ImapClaimer implements Claimer {
   // Set by new mail, a reconnect or a claim cut short; cleared when a claim starts. While set,
   // waitForMessages returns at once, so no notice of new mail is lost between two calls.
   private mailMaybeWaiting = true;
+  // Set when a claim passed over messages whose keys' turns others held: look again by then.
+  private turnRecheckAtMs: number | undefined;
   private readonly wakers = new Set<() => void>();
   private closing: Promise<void> | undefined;
   private started = false;
@@ -187,6 +207,13 @@ export class ImapClaimer implements Claimer {
       condstore: false,
       mailbox: this.inProgress,
     });
+    const turnsConnection = new ImapConnection(config, {
+      role: 'turns',
+      logger: this.log,
+      capabilities: REQUIRED_CAPABILITIES.settle,
+      condstore: false,
+    });
+    this.turns = new ImapTurns(layout.turns(topic, group), turnsConnection, consumer, this.log);
   }
 
   /** Opens both connections; the store has made sure the group exists. */
@@ -217,7 +244,10 @@ export class ImapClaimer implements Claimer {
         }
 
         for (let round = 1; round <= MAX_CLAIM_ROUNDS; round += 1) {
-          const result = await claimRound(client, max, this.inProgress, this.log);
+          const result = await claimRound(client, max, this.inProgress, this.log, this.turns);
+          if (result.deferred) {
+            this.turnRecheckAtMs = Date.now() + TURN_RECHECK_MS;
+          }
           if (result.claimed.length === 0 && !result.contended && (await this.reselected(client))) {
             continue;
           }
@@ -238,8 +268,12 @@ export class ImapClaimer implements Claimer {
 
   async waitForMessages(timeoutMs: number, signal: AbortSignal): Promise<void> {
     // A scheduled message falls due: the next claim promotes it, so do not sleep past its time.
-    const nextDueMs = this.promoter.nextDueMs;
-    const dueInMs = nextDueMs === undefined ? Infinity : nextDueMs - Date.now();
+    const nextDueMs = Math.min(
+      this.promoter.nextDueMs ?? Infinity,
+      this.turnRecheckAtMs ?? Infinity,
+    );
+    this.turnRecheckAtMs = undefined;
+    const dueInMs = nextDueMs - Date.now();
     if (this.closing || signal.aborted || this.mailMaybeWaiting || dueInMs <= 0) {
       return;
     }
@@ -274,19 +308,24 @@ export class ImapClaimer implements Claimer {
       return;
     }
     const uids = claims.map((claim) => this.uidOf(claim));
+    let moved = new Map<number, number>();
 
-    await this.settle('ack', claims, uids, async (client, foreign) => {
-      const mine = uids.filter((uid) => !foreign.includes(uid));
-      let moved = new Map<number, number>();
-      if (mine.length > 0) {
-        await storeFlags(client, mine, 'add', ['\\Seen']);
-        const transfer = await creatingMailbox(client, this.archive, () =>
-          moveMessages(client, mine, this.archive),
-        );
-        moved = transfer.targets;
-      }
-      this.checkAllMoved(uids, moved, 'ack');
-    });
+    try {
+      await this.settle('ack', claims, uids, async (client, foreign) => {
+        const mine = uids.filter((uid) => !foreign.includes(uid));
+        if (mine.length > 0) {
+          await storeFlags(client, mine, 'add', ['\\Seen']);
+          const transfer = await creatingMailbox(client, this.archive, () =>
+            moveMessages(client, mine, this.archive),
+          );
+          moved = transfer.targets;
+        }
+        this.checkAllMoved(uids, moved, 'ack');
+      });
+    } finally {
+      // Only the turns of messages acked here: a lost one is another consumer's to settle.
+      await this.endTurns(claims.filter((_claim, i) => moved.has(uids[i] as number)));
+    }
   }
 
   async release(claim: Claim, options: ReleaseOptions = {}): Promise<void> {
@@ -332,6 +371,27 @@ export class ImapClaimer implements Claimer {
       await creatingMailbox(client, this.junk, () => client.append(this.junk, raw));
       await this.remove(client, uid);
     });
+    await this.endTurns([claim]);
+  }
+
+  /**
+   * Ends the key turns of settled messages, so that the next message of each key may go. A
+   * failure here leaves a record naming a settled message, which recover() sweeps away.
+   */
+  private async endTurns(claims: Claim[]): Promise<void> {
+    const turns = claims.flatMap((claim) => {
+      const turn = claim instanceof ImapClaim ? claim.turn : undefined;
+      return turn === undefined ? [] : [turn];
+    });
+    if (turns.length === 0) {
+      return;
+    }
+    try {
+      await this.turns.end(turns);
+    } catch (err) {
+      this.log.warn({ event: 'turn.end_failed', err: errorText(err) });
+    }
+    this.wake(); // this consumer's own next message of the key may be waiting
   }
 
   async heartbeat(): Promise<void> {
@@ -373,7 +433,23 @@ export class ImapClaimer implements Claimer {
     await this.claimConnection.run({ command: 'recover' }, (client) =>
       this.freeStranded(client, leaseMs),
     );
+    try {
+      await this.turns.sweep(leaseMs, () => this.unsettledMailboxes());
+    } catch (err) {
+      // Housekeeping: a stale turn only delays its key until the next sweep.
+      this.log.warn({ event: 'turn.sweep_failed', err: errorText(err) });
+    }
     return claims;
+  }
+
+  /** Where the group's unsettled messages are: the group, Scheduled, every in-progress box. */
+  private async unsettledMailboxes(): Promise<string[]> {
+    const holders = await this.settleConnection.run(
+      { command: 'LIST' },
+      (client) => this.listHolders(client),
+      null,
+    );
+    return [this.groupMailbox, this.scheduled, ...holders.map((holder) => holder.mailbox)];
   }
 
   close(): Promise<void> {
@@ -414,6 +490,7 @@ export class ImapClaimer implements Claimer {
     }
     await this.claimConnection.close();
     await this.settleConnection.close();
+    await this.turns.close();
     this.options.onClose?.(this);
   }
 

@@ -665,3 +665,16 @@ function string(value: string): ImapAttribute {
 function sequence(uids: number[]): ImapAttribute {
   return { type: 'SEQUENCE', value: formatUidSet(uids) };
 }
+
+/** The fields of a fetched header block, unfolded, by lower-case name (the last one wins). */
+export function headerFields(block: Buffer | undefined): Map<string, string> {
+  const fields = new Map<string, string>();
+  const text = (block?.toString('latin1') ?? '').replace(/\r?\n[ \t]+/g, ' ');
+  for (const line of text.split(/\r?\n/)) {
+    const colon = line.indexOf(':');
+    if (colon > 0) {
+      fields.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
+    }
+  }
+  return fields;
+}

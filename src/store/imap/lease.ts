@@ -49,6 +49,7 @@ import type { ClaimedMessage } from './claim.js';
 import {
   creatingMailbox,
   formatUidSet,
+  headerFields,
   isMissingMailbox,
   mailboxStatus,
   moveMessages,
@@ -275,17 +276,4 @@ export async function drainTomb(
     await client.mailboxDelete(tomb);
   }
   return claimed;
-}
-
-// `Name: value` lines of a header block, by lower-case name; folded lines are joined.
-function headerFields(block: Buffer | undefined): Map<string, string> {
-  const fields = new Map<string, string>();
-  const text = (block?.toString('latin1') ?? '').replace(/\r?\n[ \t]+/g, ' ');
-  for (const line of text.split(/\r?\n/)) {
-    const colon = line.indexOf(':');
-    if (colon > 0) {
-      fields.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
-    }
-  }
-  return fields;
 }

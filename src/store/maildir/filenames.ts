@@ -2,7 +2,7 @@
 // alphabetical order (D draft, F flagged, R replied, S seen, T trashed). See
 // https://cr.yp.to/proto/maildir.html and Dovecot's `,S=<size>` extension to the base name.
 
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 
 const INFO_SEPARATOR = ':2,';
@@ -27,11 +27,6 @@ export function uniqueBaseName(size: number, timeMs = Date.now(), keyDigest?: st
   const random = randomBytes(4).toString('hex');
   const key = keyDigest === undefined ? '' : `,K=${keyDigest}`;
   return `${seconds}.M${micros}P${process.pid}Q${deliveryCount}R${random}.${HOST},S=${size}${key}`;
-}
-
-/** The digest of an ordering key that file names carry: short, and safe in any file name. */
-export function keyDigest(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex').slice(0, 16);
 }
 
 /** The key digest a base name carries, if its message has an ordering key. */

@@ -7,7 +7,6 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import type { MaildirConfig } from '../../config/connection.js';
 import type { ComposedMessage } from '../../message/compose.js';
-import { decodeMessage } from '../../message/decode.js';
 import type { Logger } from '../../log.js';
 import { DEFAULT_GROUP, Layout } from '../layout.js';
 import type {
@@ -23,7 +22,8 @@ import type {
 import { forgetOldIds, recentIds, rememberIds } from './dedup.js';
 import { listPlace, purgePlace, removeFromPlace } from './places.js';
 import { MaildirClaimer } from './claimer.js';
-import { curName, keyDigest, keyDigestOf, uniqueBaseName } from './filenames.js';
+import { keyDigest, orderingKeyOf } from '../../message/ordering.js';
+import { curName, keyDigestOf, uniqueBaseName } from './filenames.js';
 import {
   countMessages,
   ensureFolder,
@@ -250,7 +250,7 @@ export class MaildirStore implements Store {
     const groupDir = folderPath(this.root, this.layout.group(topic, group));
     // A restored message keeps its ordering key (it takes its place in the key's order as if
     // published anew) and its priority: the star is in its header as well as its flags.
-    const key = await orderingKeyOf(raw, topic, group);
+    const key = orderingKeyOf(raw);
     const digest = key === undefined ? undefined : keyDigest(key);
     const base = uniqueBaseName(raw.length, undefined, digest);
     const target = placement(base, HIGH_PRIORITY.test(raw.toString('latin1', 0, headerEnd(raw))));
@@ -320,19 +320,6 @@ export class MaildirStore implements Store {
       list.sort();
     }
     return groups;
-  }
-}
-
-/** The ordering key in a message's header; none when the text cannot be decoded. */
-async function orderingKeyOf(
-  raw: Buffer,
-  topic: string,
-  group: string,
-): Promise<string | undefined> {
-  try {
-    return (await decodeMessage(raw, { topic, group })).key;
-  } catch {
-    return undefined; // not ours to judge here: its consumer dead-letters it with the reason
   }
 }
 
