@@ -9,6 +9,7 @@
 // deletes handled messages and dead letters once they are old enough.
 
 import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ERROR_CODES, MailbusError, errorText } from '../errors.js';
 import type { Logger } from '../log.js';
 import { decodeMessage, derivedMessageId } from '../message/decode.js';
@@ -53,6 +54,8 @@ const RETENTION_ZERO_SWEEP_MS = 1000;
 /** First pause after a failed claim (a dropped connection); doubles up to the maximum. */
 const CLAIM_RETRY_MIN_MS = 200;
 const CLAIM_RETRY_MAX_MS = 10_000;
+/** The least time a stopping worker gives its last acks, even once its grace period is over. */
+const ACK_FLUSH_MIN_MS = 1000;
 
 export interface WorkerOptions {
   topic: string;
@@ -470,22 +473,33 @@ export class Worker extends EventEmitter<WorkerEvents> {
     });
   }
 
-  /** The ordered cleanup: hand back, wait for handlers, flush acks, close the claimer. */
+  /**
+   * The ordered cleanup: hand back, wait for handlers, flush acks, close the claimer. Handing
+   * back and the handlers share the grace period; the last acks get what is left of it, and at
+   * least ACK_FLUSH_MIN_MS. A store that cannot be reached (a settle waiting to be tried again
+   * after a lost connection) must not hold a stopping worker: what is not settled by then stays
+   * claimed until the lease expires, and is handled again.
+   */
   private async shutdown(claimer: Claimer): Promise<void> {
+    const graceEndsAt = Date.now() + this.options.graceMs;
+    const grace = sleep(this.options.graceMs, 'timeout' as const, { ref: false });
     for (const timer of this.timers.splice(0)) {
       clearInterval(timer);
     }
-    for (const claim of this.buffer.splice(0)) {
-      try {
-        await claimer.release(claim);
-      } catch (err) {
-        this.warn(err, 'release');
+    const handBack = async (): Promise<'done'> => {
+      for (const claim of this.buffer.splice(0)) {
+        try {
+          await claimer.release(claim);
+        } catch (err) {
+          this.warn(err, 'release');
+        }
       }
+      return 'done';
+    };
+    if ((await Promise.race([handBack(), grace])) === 'timeout') {
+      this.logger.warn({ event: 'worker.hand_back_expired' });
     }
 
-    const grace = new Promise<'timeout'>((resolve) => {
-      setTimeout(() => resolve('timeout'), this.options.graceMs).unref();
-    });
     const finished = await Promise.race([Promise.all(this.active).then(() => 'done'), grace]);
     if (finished === 'timeout') {
       // What still runs is abandoned: its messages stay claimed until this worker's lease
@@ -496,10 +510,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
       }
     }
 
-    try {
-      await this.acks?.flush();
-    } catch (err) {
-      this.warn(err, 'ack');
+    const flushed = (this.acks?.flush() ?? Promise.resolve()).then(
+      () => 'done' as const,
+      (err: unknown) => {
+        this.warn(err, 'ack');
+        return 'done' as const;
+      },
+    );
+    const flushMs = Math.max(graceEndsAt - Date.now(), ACK_FLUSH_MIN_MS);
+    const flushTimeout = sleep(flushMs, 'timeout' as const, { ref: false });
+    if ((await Promise.race([flushed, flushTimeout])) === 'timeout') {
+      this.logger.warn({ event: 'worker.ack_flush_expired', waitedMs: flushMs });
     }
     await claimer.close();
   }

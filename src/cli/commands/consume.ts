@@ -182,7 +182,15 @@ Examples:
   mailbus consume orders --max 100 --wait 5s > orders.jsonl`,
     );
   addConnectionFlags(command).action(async (topic: string, flags: ConsumeFlags) => {
-    const bus = await connect(connectOptions(flags));
+    // A SIGINT or SIGTERM while connecting ends the command at once: there is nothing to hand
+    // back yet. Without a handler Node would end it by the signal instead of with exit code 0.
+    const stopEarly = (): never => process.exit(0);
+    process.once('SIGINT', stopEarly);
+    process.once('SIGTERM', stopEarly);
+    const bus = await connect(connectOptions(flags)).finally(() => {
+      process.off('SIGINT', stopEarly);
+      process.off('SIGTERM', stopEarly);
+    });
     const execCommand = flags.exec;
     const handler = execCommand
       ? (message: Message, { signal }: HandlerContext) => runCommand(execCommand, message, signal)

@@ -16,6 +16,11 @@
 // - hands out the messages of one ordering key one at a time (turns.ts), keeping the turns in
 //   the group's Turns mailbox on a third connection, opened only once a key is seen.
 //
+// A settle (ack, release, dead letter) that loses its connection is tried again once the
+// connection is back, and takes a message already gone from the in-progress mailbox as settled
+// by the attempt whose answer was lost: an outage of the server does not leave a handled
+// message stranded in flight (see settle()).
+//
 // A claim names its in-progress mailbox's UIDVALIDITY (from the COPYUID of its MOVE). If the
 // mailbox was taken over and recreated meanwhile, a UID there may name another message: a
 // settle then fails with ELEASELOST instead of acking a stranger. The group mailbox may be
@@ -26,6 +31,7 @@
 // is tied to the group's UIDs except the stranded watch, which keys its sightings by
 // UIDVALIDITY; the claims it holds are in its in-progress mailbox and settle as before.
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ImapFlow } from 'imapflow';
 import type { ImapConfig } from '../../config/connection.js';
 import {
@@ -101,6 +107,20 @@ export const GROUP_RESELECT_INTERVAL_MS = 5_000;
  */
 export const TURN_RECHECK_MS = 250;
 
+/**
+ * The pause before a settle that lost its connection is tried again, doubling up to the
+ * maximum; the connection's own reconnect backoff comes on top while the server is down.
+ */
+export const SETTLE_RETRY_MIN_PAUSE_MS = 100;
+export const SETTLE_RETRY_MAX_PAUSE_MS = 5_000;
+
+/**
+ * How long a settle keeps trying to get its connection back: a default lease. After an outage
+ * that long, other consumers may have taken the claims over; when none could, the claims are
+ * adopted again by this claimer's next recover() (see settle()).
+ */
+export const SETTLE_RETRY_WINDOW_MS = 30_000;
+
 /** Separates the mailbox and the UID in a claim's location: `orders.default.In-Progress.w1#7`. */
 const LOCATION_SEPARATOR = '#';
 
@@ -158,7 +178,16 @@ export class ImapClaimer implements Claimer {
   private turnRecheckAtMs: number | undefined;
   private readonly wakers = new Set<() => void>();
   private closing: Promise<void> | undefined;
+  // Aborted by close(): a settle waiting to try again gives up at once.
+  private readonly closeSignal = new AbortController();
   private started = false;
+
+  // Set when a heartbeat failed (its connection was lost), cleared by one that succeeds. Until
+  // then other consumers may judge this one dead and take its in-progress mailbox over: claim()
+  // heartbeats first, so that it does not claim messages into a mailbox about to be taken.
+  private heartbeatOwed = false;
+  // When the settle connection, which heartbeats and recovers, last came up (see LeaseJudge).
+  private settleConnectedAtMs = 0;
 
   // Set when a claim moved messages into the in-progress mailbox. An IMAP session learns of
   // messages another session added only at a command boundary, and a UID FETCH, STORE or MOVE
@@ -206,6 +235,8 @@ export class ImapClaimer implements Claimer {
       capabilities: REQUIRED_CAPABILITIES.settle,
       condstore: false,
       mailbox: this.inProgress,
+      keepAlive: true,
+      onConnect: () => this.noteSettleConnected(),
     });
     const turnsConnection = new ImapConnection(config, {
       role: 'turns',
@@ -232,6 +263,9 @@ export class ImapClaimer implements Claimer {
     this.checkOpen();
     if (!Number.isInteger(max) || max < 1) {
       return [];
+    }
+    if (this.heartbeatOwed) {
+      await this.heartbeat();
     }
 
     this.claimsRunning += 1;
@@ -308,23 +342,30 @@ export class ImapClaimer implements Claimer {
       return;
     }
     const uids = claims.map((claim) => this.uidOf(claim));
-    let moved = new Map<number, number>();
+
+    // What this ack settled, also by an attempt that a lost connection cut short: their turns end.
+    const acked = new Set<number>();
 
     try {
-      await this.settle('ack', claims, uids, async (client, foreign) => {
+      await this.settle('ack', claims, uids, async (client, foreign, retry) => {
         const mine = uids.filter((uid) => !foreign.includes(uid));
-        if (mine.length > 0) {
-          await storeFlags(client, mine, 'add', ['\\Seen']);
+        // Tried again after a lost connection: what is gone was moved by the attempt before.
+        const due = retry ? await this.stillHeld(client, mine) : mine;
+        mine.filter((uid) => !due.includes(uid)).forEach((uid) => acked.add(uid));
+        let moved = new Map<number, number>();
+        if (due.length > 0) {
+          await storeFlags(client, due, 'add', ['\\Seen']);
           const transfer = await creatingMailbox(client, this.archive, () =>
-            moveMessages(client, mine, this.archive),
+            moveMessages(client, due, this.archive),
           );
           moved = transfer.targets;
         }
-        this.checkAllMoved(uids, moved, 'ack');
+        moved.forEach((_target, uid) => acked.add(uid));
+        this.checkAllMoved([...foreign, ...due], moved, 'ack');
       });
     } finally {
       // Only the turns of messages acked here: a lost one is another consumer's to settle.
-      await this.endTurns(claims.filter((_claim, i) => moved.has(uids[i] as number)));
+      await this.endTurns(claims.filter((_claim, i) => acked.has(uids[i] as number)));
     }
   }
 
@@ -334,9 +375,18 @@ export class ImapClaimer implements Claimer {
     const { raw, notBefore } = options;
     const later = notBefore !== undefined && notBefore.getTime() > Date.now();
 
-    await this.settle('release', [claim], [uid], async (client, foreign) => {
+    await this.settle('release', [claim], [uid], async (client, foreign, retry) => {
       if (foreign.length > 0) {
         throw this.leaseLost(foreign, 'release');
+      }
+      const held = await this.heldCopy(client, claim, uid, retry, 'release');
+      if (held === 'settled') {
+        return;
+      }
+      if (held.deleted) {
+        // An attempt cut short after it stored the new copy: only the removal is left.
+        await this.remove(client, uid);
+        return;
       }
       if (raw === undefined && !later) {
         await storeFlags(client, [uid], 'remove', [CLAIM_KEYWORD]);
@@ -348,12 +398,11 @@ export class ImapClaimer implements Claimer {
       }
       // A new copy, in the group or (to wait for its time) in Scheduled dated when it falls due;
       // the copy first: a crash in between leaves a duplicate, never a lost message.
-      const flagged = await this.heldFlagged(client, claim, uid);
       const text = raw ?? claim.raw;
       const copy = later ? scheduledCopy(text, notBefore) : { raw: text, internalDate: undefined };
       const target = later ? this.scheduled : this.groupMailbox;
       await creatingMailbox(client, target, () =>
-        client.append(target, copy.raw, flagged ? ['\\Flagged'] : [], copy.internalDate),
+        client.append(target, copy.raw, held.flagged ? ['\\Flagged'] : [], copy.internalDate),
       );
       await this.remove(client, uid);
     });
@@ -363,12 +412,18 @@ export class ImapClaimer implements Claimer {
     this.checkOpen();
     const uid = this.uidOf(claim);
 
-    await this.settle('dead letter', [claim], [uid], async (client, foreign) => {
+    await this.settle('dead letter', [claim], [uid], async (client, foreign, retry) => {
       if (foreign.length > 0) {
         throw this.leaseLost(foreign, 'dead letter');
       }
-      await this.heldFlagged(client, claim, uid);
-      await creatingMailbox(client, this.junk, () => client.append(this.junk, raw));
+      const held = await this.heldCopy(client, claim, uid, retry, 'dead letter');
+      if (held === 'settled') {
+        return;
+      }
+      // A held copy marked deleted was dead-lettered by an attempt cut short before its EXPUNGE.
+      if (!held.deleted) {
+        await creatingMailbox(client, this.junk, () => client.append(this.junk, raw));
+      }
       await this.remove(client, uid);
     });
     await this.endTurns([claim]);
@@ -400,8 +455,18 @@ export class ImapClaimer implements Claimer {
     const { topic, group, consumer } = this.options;
     const raw = heartbeatMessage(consumer, topic, group, at);
 
-    // No mailbox selected for it (null): APPEND needs none, and the in-progress mailbox may not
-    // exist yet (the first heartbeat comes before it) or any more (taken over).
+    try {
+      await this.appendHeartbeat(raw, at);
+      this.heartbeatOwed = false;
+    } catch (err) {
+      this.heartbeatOwed = true;
+      throw err;
+    }
+  }
+
+  // No mailbox selected for it (null): APPEND needs none, and the in-progress mailbox may not
+  // exist yet (the first heartbeat comes before it) or any more (taken over).
+  private async appendHeartbeat(raw: Buffer, at: Date): Promise<void> {
     await this.settleConnection.run(
       { command: 'APPEND', mailbox: this.consumers },
       async (client) => {
@@ -453,6 +518,7 @@ export class ImapClaimer implements Claimer {
   }
 
   close(): Promise<void> {
+    this.closeSignal.abort();
     this.closing ??= this.shutdown();
     return this.closing;
   }
@@ -476,10 +542,12 @@ export class ImapClaimer implements Claimer {
   }
 
   // Ordered cleanup, each step guarded: wake waiters, remove the empty in-progress mailbox and
-  // then this consumer's heartbeats, log out both connections.
+  // then this consumer's heartbeats, log out both connections. Without a settle connection the
+  // cleanup is left to the other consumers (they take the empty mailbox over once this
+  // consumer's heartbeats are a lease old): reconnecting could hold a stopping worker for long.
   private async shutdown(): Promise<void> {
     this.wake();
-    if (this.started) {
+    if (this.started && this.settleConnection.usable) {
       try {
         if (await this.removeInProgressIfEmpty()) {
           await this.removeHeartbeats();
@@ -540,7 +608,7 @@ export class ImapClaimer implements Claimer {
     const newest = newestHeartbeats(heartbeats);
     const others = new Set([...holders.map((holder) => holder.owner), ...newest.keys()]);
     others.delete(me);
-    const dead = this.judge.dead(others, newest, leaseMs, nowMs);
+    const dead = this.judge.dead(others, newest, leaseMs, nowMs, this.settleConnectedAtMs);
 
     // While Consumers is selected: expunge superseded heartbeats, and all of the dead. A dead
     // consumer whose mailbox the takeover below then misses (another recoverer won it) has
@@ -697,39 +765,69 @@ export class ImapClaimer implements Claimer {
    * task is told which of `uids` belong to an in-progress mailbox of the same name that has
    * since been replaced (another UIDVALIDITY): those are lost. An in-progress mailbox that is
    * gone (taken over by a recovering consumer) loses them all.
+   *
+   * A task that loses its connection is run again once the connection is back (after a pause
+   * that doubles up to SETTLE_RETRY_MAX_PAUSE_MS), with `retry` set, until it succeeds, the
+   * claims turn out lost, the claimer closes or SETTLE_RETRY_WINDOW_MS pass. The server may
+   * have carried out all or part of it before the answer was lost, so a retry takes messages
+   * that are gone from the in-progress mailbox (whose UIDVALIDITY is unchanged) as settled. Only this claimer removes messages from
+   * it, and a takeover renames the whole mailbox away. Dovecot also disconnects a session whose
+   * selected mailbox is renamed: the retry then finds the mailbox missing or recreated, and
+   * fails with ELEASELOST.
+   *
+   * Claims whose settle fails for another reason are forgotten as well: not named by any claim
+   * this claimer holds, they are adopted by its next recover() and handed out again, rather than
+   * left in the in-progress mailbox while this claimer lives.
    */
   private async settle(
     action: string,
     claims: Claim[],
     uids: number[],
-    task: (client: ImapFlow, foreign: number[]) => Promise<void>,
+    task: (client: ImapFlow, foreign: number[], retry: boolean) => Promise<void>,
   ): Promise<void> {
+    let pauseMs = SETTLE_RETRY_MIN_PAUSE_MS;
+    const giveUpAt = Date.now() + SETTLE_RETRY_WINDOW_MS;
     try {
-      await this.settleConnection.run(
-        { command: action, mailbox: this.inProgress },
-        async (client) => {
-          if (this.settleViewStale) {
-            this.settleViewStale = false;
-            await client.noop();
+      for (let attempt = 1; ; attempt += 1) {
+        const retry = attempt > 1;
+        try {
+          await this.settleConnection.run(
+            { command: action, mailbox: this.inProgress },
+            async (client) => {
+              if (this.settleViewStale) {
+                this.settleViewStale = false;
+                await client.noop();
+              }
+              await task(client, this.foreignUids(client, claims, uids), retry);
+            },
+          );
+          return;
+        } catch (err) {
+          if (isMissingMailbox(err)) {
+            throw this.leaseLost(uids, action);
           }
-          await task(client, this.foreignUids(client, claims, uids));
-        },
-      );
-    } catch (err) {
-      const lost = isMailbusError(err, ERROR_CODES.LEASE_LOST)
-        ? err
-        : isMissingMailbox(err)
-          ? this.leaseLost(uids, action)
-          : isMailbusError(err, ERROR_CODES.CONNECTION)
-            ? await this.lostWithConnection(action, claims, uids)
-            : undefined;
-      if (lost) {
-        this.forget(claims);
-        throw lost;
+          const retryable = isMailbusError(err, ERROR_CODES.CONNECTION);
+          if (!retryable || this.closing || Date.now() + pauseMs > giveUpAt) {
+            throw err;
+          }
+          this.log.warn(
+            { event: 'settle.retry', action, count: uids.length, attempt, err: errorText(err) },
+            `${action} of ${uids.length} claims lost its connection; trying again`,
+          );
+        }
+        await sleep(pauseMs, undefined, { signal: this.closeSignal.signal }).catch(() => undefined);
+        if (this.closing) {
+          throw new MailbusError(
+            ERROR_CODES.CLOSED,
+            `the claimer of consumer "${this.options.consumer}" closed before its ${action} ` +
+              'could be carried out',
+          );
+        }
+        pauseMs = Math.min(pauseMs * 2, SETTLE_RETRY_MAX_PAUSE_MS);
       }
-      throw err;
+    } finally {
+      this.forget(claims);
     }
-    this.forget(claims);
   }
 
   // The UIDs among `uids` whose claims name another UIDVALIDITY than the selected mailbox's.
@@ -743,29 +841,6 @@ export class ImapClaimer implements Claimer {
         ? [uids[i] as number]
         : [],
     );
-  }
-
-  /**
-   * After a settle lost its connection: whether that was Dovecot closing a session whose
-   * selected mailbox was taken away (it disconnects such sessions, and a takeover renames the
-   * in-progress mailbox). Reconnects and selects it once, without repeating the settle: a
-   * LeaseLostError when it is gone or recreated, undefined (the caller keeps the ECONNECTION)
-   * when it is there as before or the server cannot be reached.
-   */
-  private async lostWithConnection(
-    action: string,
-    claims: Claim[],
-    uids: number[],
-  ): Promise<LeaseLostError | undefined> {
-    try {
-      const foreign = await this.settleConnection.run(
-        { command: 'SELECT', mailbox: this.inProgress },
-        async (client) => this.foreignUids(client, claims, uids),
-      );
-      return foreign.length > 0 ? this.leaseLost(foreign, action) : undefined;
-    } catch (err) {
-      return isMissingMailbox(err) ? this.leaseLost(uids, action) : undefined;
-    }
   }
 
   private toClaim(message: ClaimedMessage): ImapClaim {
@@ -861,17 +936,40 @@ export class ImapClaimer implements Claimer {
     );
   }
 
-  // Whether the held copy is \Flagged; fails with ELEASELOST when it is no longer held.
-  private async heldFlagged(client: ImapFlow, claim: Claim, uid: number): Promise<boolean> {
+  /**
+   * The held copy of a claim: whether it is \Flagged, and whether an earlier attempt of this
+   * settle already marked it \Deleted. Gone, it is 'settled' on a retry (the attempt before
+   * finished, and the lost connection took its answer), or a lost lease on a first attempt.
+   */
+  private async heldCopy(
+    client: ImapFlow,
+    claim: Claim,
+    uid: number,
+    retry: boolean,
+    action: string,
+  ): Promise<{ flagged: boolean; deleted: boolean } | 'settled'> {
     const held = await client.fetchAll(String(uid), { uid: true, flags: true }, { uid: true });
     const message = held.find((candidate) => candidate.uid === uid);
     if (!message) {
-      throw this.leaseLost([uid], 'settle');
+      if (retry) {
+        return 'settled';
+      }
+      throw this.leaseLost([uid], action);
     }
+    const deleted = message.flags?.has('\\Deleted') ?? false;
     if (claim instanceof ImapClaim) {
-      return claim.flagged;
+      return { flagged: claim.flagged, deleted };
     }
-    return message.flags?.has('\\Flagged') ?? false;
+    return { flagged: message.flags?.has('\\Flagged') ?? false, deleted };
+  }
+
+  // Which of `uids` the selected in-progress mailbox still holds.
+  private async stillHeld(client: ImapFlow, uids: number[]): Promise<number[]> {
+    if (uids.length === 0) {
+      return [];
+    }
+    const present = new Set(await searchAllUids(client, ['UID', formatUidSet(uids)]));
+    return uids.filter((uid) => present.has(uid));
   }
 
   private async remove(client: ImapFlow, uid: number): Promise<void> {
@@ -892,6 +990,13 @@ export class ImapClaimer implements Claimer {
         'this consumer no longer holds the message',
       uids.map((uid) => this.locationOf(uid)),
     );
+  }
+
+  // The first connection is no reconnect: a consumer that starts judges the others at once.
+  private noteSettleConnected(): void {
+    if (this.started) {
+      this.settleConnectedAtMs = Date.now();
+    }
   }
 
   private wake(): void {

@@ -2,6 +2,7 @@
 // running one task at a time on it, and turning imapflow's errors into MailbusErrors that name
 // the server and the command but never the password.
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ImapFlow } from 'imapflow';
 import type { ExistsEvent, Logger as ImapflowLogger } from 'imapflow';
 import type { ImapConfig } from '../../config/connection.js';
@@ -11,6 +12,24 @@ import type { Logger } from '../../log.js';
 
 /** How long to wait for TCP, TLS and the greeting: a queue should fail fast, not in 90 s. */
 export const CONNECT_TIMEOUT_MS = 10_000;
+
+/**
+ * How long the server may stay silent while this side waits for it: the deadline of every
+ * command (a command the server has said nothing about for this long fails, and its
+ * connection is destroyed; the next task reconnects). A TCP connection that stops forwarding
+ * without closing (a NAT entry that expired, a peer that froze) is found out by this check
+ * only: nothing else would ever tell. imapflow enforces it as its socket timeout. On an IDLEing
+ * connection a silence this long is no fault by itself: imapflow then sends a NOOP, which must
+ * be answered within the same time, so a dead IDLE is noticed within twice this.
+ */
+export const COMMAND_TIMEOUT_MS = 10_000;
+
+/**
+ * How long a connection that does not IDLE (the settle connection) may sit unused before it
+ * sends a NOOP. Without one, imapflow would close it at the socket timeout as dead, and the next
+ * settle or heartbeat would pay for a new login. Half the timeout, so the NOOP always comes first.
+ */
+export const KEEPALIVE_INTERVAL_MS = COMMAND_TIMEOUT_MS / 2;
 
 /** Wait before the second connect attempt after a failure; it doubles with each failure. */
 export const RECONNECT_BASE_DELAY_MS = 100;
@@ -78,6 +97,12 @@ export interface ImapConnectionOptions {
   mailbox?: string;
   /** IDLE on `mailbox` whenever the connection is unused (the claim connection). */
   idle?: boolean;
+  /**
+   * Keep the connection open while it is unused, with a NOOP every KEEPALIVE_INTERVAL_MS (for
+   * a connection that does not IDLE). Otherwise an unused connection is closed after
+   * COMMAND_TIMEOUT_MS, and reopened by the next task.
+   */
+  keepAlive?: boolean;
   /** Called after each successful login, with the fresh client. */
   onConnect?: (client: ImapFlow) => void;
   /** Called when the selected mailbox reports more messages than it had. */
@@ -108,6 +133,9 @@ export class ImapConnection {
   private failures = 0;
   private lastFailureAt = 0;
   private closed = false;
+  private keepAliveTimer: NodeJS.Timeout | undefined;
+  // Aborted by close(), which must not wait out a reconnect backoff.
+  private readonly closeSignal = new AbortController();
   private readonly log: Logger;
 
   constructor(
@@ -188,6 +216,8 @@ export class ImapConnection {
       return;
     }
     this.closed = true;
+    clearTimeout(this.keepAliveTimer);
+    this.closeSignal.abort();
     await this.tail.catch(() => undefined);
 
     const client = this.client;
@@ -244,6 +274,7 @@ export class ImapConnection {
   }
 
   private async exclusive<T>(task: () => Promise<T>): Promise<T> {
+    clearTimeout(this.keepAliveTimer);
     const result = this.tail.then(() => {
       if (this.closed) {
         throw new MailbusError(ERROR_CODES.CLOSED, `IMAP connection to ${this.endpoint} is closed`);
@@ -251,7 +282,39 @@ export class ImapConnection {
       return task();
     });
     this.tail = result.catch(() => undefined);
+    const tail = this.tail;
+    void tail.then(() => {
+      // Only the task that ends the queue leaves the connection unused.
+      if (this.tail === tail) {
+        this.scheduleKeepAlive();
+      }
+    });
     return await result;
+  }
+
+  private scheduleKeepAlive(): void {
+    if (!this.options.keepAlive || this.closed) {
+      return;
+    }
+    clearTimeout(this.keepAliveTimer);
+    this.keepAliveTimer = setTimeout(() => void this.keepAlive(), KEEPALIVE_INTERVAL_MS);
+    this.keepAliveTimer.unref();
+  }
+
+  // A NOOP on a connection that is up; a connection that is down stays down until a task needs
+  // it. A NOOP the server does not answer fails the connection at the socket timeout.
+  private async keepAlive(): Promise<void> {
+    if (!this.usable) {
+      return;
+    }
+    await this.exclusive(async () => {
+      const client = this.client;
+      if (client?.usable) {
+        await client.noop();
+      }
+    }).catch((err: unknown) => {
+      this.log.debug({ err: errorText(err) }, 'keepalive failed');
+    });
   }
 
   private async connected(): Promise<ImapFlow> {
@@ -260,6 +323,9 @@ export class ImapConnection {
     }
     this.drop();
     await this.backoff();
+    if (this.closed) {
+      throw new MailbusError(ERROR_CODES.CLOSED, `IMAP connection to ${this.endpoint} is closed`);
+    }
 
     const client = this.createClient();
     try {
@@ -299,6 +365,7 @@ export class ImapConnection {
       autoIdleDelay: CLAIM_IDLE_DELAY_MS,
       connectionTimeout: CONNECT_TIMEOUT_MS,
       greetingTimeout: CONNECT_TIMEOUT_MS,
+      socketTimeout: COMMAND_TIMEOUT_MS,
     });
 
     // imapflow emits 'error' once before it closes; without a listener Node would throw it.
@@ -368,7 +435,7 @@ export class ImapConnection {
     const remaining = this.lastFailureAt + delay - Date.now();
     if (remaining > 0) {
       this.log.debug({ delayMs: remaining, failures: this.failures }, 'reconnect backoff');
-      await new Promise((resolve) => setTimeout(resolve, remaining));
+      await sleep(remaining, undefined, { signal: this.closeSignal.signal }).catch(() => undefined);
     }
   }
 

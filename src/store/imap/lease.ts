@@ -17,6 +17,11 @@
 // mailbox, so a live one is never in that state for long. Times are compared with this
 // machine's clock, so the consumers' clocks must agree to well under a lease.
 //
+// A recoverer that was cut off itself gives the others a lease from its reconnect. A fault that
+// cut it off (the server restarting, the network going silent) most likely cut the others off
+// too, and their heartbeats are as late as its own; judged at once, consumers that are alive and
+// reconnecting at the same moment would take each other's claims over while handling them.
+//
 // Taking over. The exclusive step is a RENAME of the dead consumer's in-progress mailbox to a
 // name only the recoverer knows: `In-Progress.<dead>~<recoverer>~<random>`, a "tomb". RENAME is
 // atomic (Dovecot renames the directory), so of several recoverers racing for the same mailbox
@@ -190,13 +195,15 @@ export class LeaseJudge {
 
   /**
    * The consumers among `consumers` that are dead: newest heartbeat older than `leaseMs`, or
-   * none at all for `leaseMs` of this judge's looks.
+   * none at all for `leaseMs` of this judge's looks; in both cases for `leaseMs` since
+   * `connectedAtMs`, when the recoverer's connection last came up.
    */
   dead(
     consumers: Iterable<string>,
     newest: Map<string, Heartbeat>,
     leaseMs: number,
     nowMs: number,
+    connectedAtMs = 0,
   ): Set<string> {
     const dead = new Set<string>();
     const looked = new Set<string>();
@@ -205,7 +212,7 @@ export class LeaseJudge {
       const heartbeat = newest.get(consumer);
       if (heartbeat) {
         this.silentSince.delete(consumer);
-        if (nowMs - heartbeat.atMs > leaseMs) {
+        if (nowMs - Math.max(heartbeat.atMs, connectedAtMs) > leaseMs) {
           dead.add(consumer);
         }
         continue;
@@ -213,7 +220,7 @@ export class LeaseJudge {
       const since = this.silentSince.get(consumer);
       if (since === undefined) {
         this.silentSince.set(consumer, nowMs);
-      } else if (nowMs - since > leaseMs) {
+      } else if (nowMs - Math.max(since, connectedAtMs) > leaseMs) {
         dead.add(consumer);
       }
     }
