@@ -55,21 +55,20 @@ export async function copyTopicIntoGroup(
   client: ImapFlow,
   { topic, group, from }: BackfillMailboxes,
 ): Promise<Backfilled> {
-  const status = await client.status(topic, { uidNext: true });
+  // SELECT, not STATUS: Dovecot answers STATUS of the mailbox a session has selected from that
+  // session's view, which lacks what other sessions stored since its last command.
+  const uidNext = await freshUidNext(client, topic);
   const at = Date.now();
-  const uidNext = status ? (status.uidNext ?? 1) : 1;
   if (uidNext <= 1) {
     return { copies: [], groupUidNext: 1, at };
   }
 
-  await client.mailboxOpen(topic);
   let uids = await searchAllUids(client, ['UID', `1:${uidNext - 1}`, 'UNDELETED', ...since(from)]);
   if (from.getTime() > 0) {
     uids = await storedSince(client, uids, from);
   }
 
-  await client.mailboxOpen(group);
-  const groupUidNext = client.mailbox ? Number(client.mailbox.uidNext) : 1;
+  const groupUidNext = await freshUidNext(client, group);
   const given = new Set((await messageIds(client, '1:*')).values());
   await client.mailboxOpen(topic);
   if (given.size > 0 && uids.length > 0) {
@@ -98,7 +97,7 @@ export async function dropLateDuplicates(
     return 0;
   }
   try {
-    await client.mailboxOpen(group);
+    await freshUidNext(client, group);
   } catch (err) {
     if (isMissingMailbox(err)) {
       return 0;
@@ -117,6 +116,15 @@ export async function dropLateDuplicates(
   const duplicates = copies.filter((uid) => arrived.has(ourIds.get(uid) ?? ''));
   await deleteMessages(client, duplicates);
   return duplicates.length;
+}
+
+/**
+ * Selects `mailbox`, again when it is selected already, so that the session sees every message
+ * stored so far; returns its UIDNEXT.
+ */
+async function freshUidNext(client: ImapFlow, mailbox: string): Promise<number> {
+  const opened = await client.mailboxOpen(mailbox);
+  return Number(opened.uidNext);
 }
 
 /** The SINCE criterion that narrows the search to `from` and after (none for `earliest`). */
