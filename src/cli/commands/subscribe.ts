@@ -33,7 +33,8 @@ export function registerSubscribe(program: Command): void {
         const since = flags.from === undefined || flags.from === 'now' ? '' : describe(flags.from);
         process.stdout.write(`subscribed group ${group} to topic ${topic}${since}\n`);
         if (since) {
-          process.stdout.write(`backfilled ${backfilled} messages from the topic\n`);
+          const noun = backfilled === 1 ? 'message' : 'messages';
+          process.stdout.write(`backfilled ${backfilled} ${noun} from the topic\n`);
         }
         if (options.address) {
           process.stdout.write(`its address: ${groupAddress(options.address, topic, group)}\n`);
