@@ -112,7 +112,7 @@ describe('the command line on a Maildir', () => {
         'backfilled 3 messages from the topic\n',
     );
     const since = await runCli(['subscribe', topic, 'since', '--from', from], { env });
-    expect(since.stdout).toContain(`from ${from}\nbackfilled 1 message\n`);
+    expect(since.stdout).toContain(`from ${from}\nbackfilled 1 message from the topic\n`);
     const now = await runCli(['subscribe', topic, 'now', '--from', 'now'], { env });
     expect(now.stdout).toBe(`subscribed group now to topic ${topic}\n`);
     await runCli(['subscribe', topic, 'plain'], { env });

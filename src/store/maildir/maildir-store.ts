@@ -102,12 +102,12 @@ export class MaildirStore implements Store {
     ensureFolder(this.root, this.layout.archive(topic, group));
     ensureFolder(this.root, this.layout.junk(topic, group));
     ensureFolder(this.root, this.layout.scheduled(topic, group));
-    const created = createFolder(this.root, this.layout.group(topic, group));
     if (from === undefined) {
+      ensureFolder(this.root, this.layout.group(topic, group));
       this.logger.info({ event: 'group.subscribed', topic, group });
       return { backfilled: 0 };
     }
-    if (!created) {
+    if (!createFolder(this.root, this.layout.group(topic, group))) {
       throw groupExists(topic, group);
     }
 
