@@ -200,6 +200,10 @@ export class MaildirStore implements Store {
         touched.add(join(topicDir, target.slice(0, 3)));
       }
     } catch (err) {
+      // What is left in tmp/ would hold up a backfilling subscribe, which waits for tmp/ files.
+      for (const { tmp } of written) {
+        fs.rmSync(tmp, { force: true });
+      }
       throw storageError(`cannot deliver a message into topic ${topic}`, err);
     }
 
