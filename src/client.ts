@@ -26,7 +26,7 @@ import { DeadLetters } from './admin/dead-letters.js';
 import { DEFAULT_GROUP } from './store/layout.js';
 import { MaildirStore } from './store/maildir/maildir-store.js';
 import { MAX_DEDUP_WINDOW_MS } from './store/store.js';
-import type { GroupStats, Store } from './store/store.js';
+import type { GroupStats, Store, SubscribeResult } from './store/store.js';
 import type { SmtpPublisher } from './transport/smtp.js';
 
 export interface ConnectOptions extends SecretSources {
@@ -61,6 +61,36 @@ export interface ScheduleOptions {
 }
 
 export type PublishOptions = Omit<OutgoingMessage, 'payload'> & ScheduleOptions;
+
+export interface SubscribeOptions {
+  /**
+   * Where a new group starts: `'now'` (the default) receives what is published from now on;
+   * `'earliest'` first receives every message the topic's inbox still holds, and a Date those
+   * stored at or after it, in publish order.
+   */
+  from?: StartPoint;
+}
+
+export type StartPoint = 'now' | 'earliest' | Date;
+
+export type { SubscribeResult };
+
+/** The time a subscribe backfills from; undefined for `now`. */
+function startOf(from: StartPoint | undefined): Date | undefined {
+  if (from === undefined || from === 'now') {
+    return undefined;
+  }
+  if (from === 'earliest') {
+    return new Date(0);
+  }
+  if (from instanceof Date && Number.isFinite(from.getTime())) {
+    return from;
+  }
+  throw new MailbusError(
+    ERROR_CODES.INVALID_OPTION,
+    `from must be 'now', 'earliest' or a valid Date, not ${JSON.stringify(from) ?? String(from)}`,
+  );
+}
 
 export interface ConsumeOptions {
   group?: string;
@@ -245,13 +275,22 @@ export class Mailbus {
     });
   }
 
-  /** Creates a consumer group: it receives every message published from now on. */
-  async subscribe(topic: string, group: string): Promise<void> {
+  /**
+   * Creates a consumer group: it receives every message published from now on. With `from`
+   * (`'earliest'` or a Date) the group must be new, and it starts with a copy of every message
+   * of the topic's inbox stored at or after that time, as far back as retention keeps them.
+   */
+  async subscribe(
+    topic: string,
+    group: string,
+    options: SubscribeOptions = {},
+  ): Promise<SubscribeResult> {
     this.assertOpen();
     checkName('topic', topic);
     checkName('group', group);
+    const from = startOf(options.from);
     // Only this group: a topic first made by a subscribe gets no default group it did not ask for.
-    await this.store.subscribe(topic, group);
+    return await this.store.subscribe(topic, group, from === undefined ? {} : { from });
   }
 
   /** Starts a worker that runs `handler` for each message of the topic's group. */

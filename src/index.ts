@@ -7,6 +7,9 @@ export type {
   Handler,
   PublishOptions,
   ScheduleOptions,
+  StartPoint,
+  SubscribeOptions,
+  SubscribeResult,
 } from './client.js';
 export type { HandlerContext } from './consumer/worker.js';
 export { Worker } from './consumer/worker.js';

@@ -2,7 +2,7 @@
 // wins over the environment, the environment over the default.
 
 import type { Command } from 'commander';
-import type { ConnectOptions } from '../client.js';
+import type { ConnectOptions, StartPoint } from '../client.js';
 import { ERROR_CODES, MailbusError } from '../errors.js';
 import { stderrLogger } from '../log.js';
 
@@ -111,6 +111,24 @@ export function parseTime(name: string): (value: string) => Date {
     if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(time.getTime())) {
       throw invalid(
         `${name} must be an ISO 8601 time such as 2026-12-24T18:00:00Z, not "${value}"`,
+      );
+    }
+    return time;
+  };
+}
+
+/** Reads where a new group starts: `now`, `earliest` or an ISO 8601 time. */
+export function parseStart(name: string): (value: string) => StartPoint {
+  return (value: string) => {
+    const word = value.trim();
+    if (word === 'now' || word === 'earliest') {
+      return word;
+    }
+    const time = new Date(word);
+    if (!/^\d{4}-\d{2}-\d{2}/.test(word) || Number.isNaN(time.getTime())) {
+      throw invalid(
+        `${name} must be now, earliest or an ISO 8601 time such as 2026-12-24T18:00:00Z, ` +
+          `not "${value}"`,
       );
     }
     return time;

@@ -2,6 +2,7 @@
 // Maildir store and the IMAP store implement it; the client, the consumer loop and the CLI
 // only ever talk to this interface.
 
+import { ERROR_CODES, MailbusError } from '../errors.js';
 import type { ComposedMessage } from '../message/compose.js';
 
 export interface Store {
@@ -11,8 +12,13 @@ export interface Store {
 
   /** Creates the topic and its default group if they do not exist yet. */
   ensureTopic(topic: string): Promise<void>;
-  /** Creates a consumer group; it receives every message published from now on. */
-  subscribe(topic: string, group: string): Promise<void>;
+  /**
+   * Creates a consumer group; it receives every message published from now on. With
+   * `options.from` the group must be new, and it first receives a copy of every message of the
+   * topic's inbox stored at or after that time, in publish order (see SubscribeOptions).
+   * Without it, subscribing a group that exists changes nothing.
+   */
+  subscribe(topic: string, group: string, options?: SubscribeOptions): Promise<SubscribeResult>;
   listTopics(): Promise<string[]>;
   listGroups(topic: string): Promise<string[]>;
 
@@ -52,6 +58,20 @@ export interface Store {
 
 /** The longest deduplication window a store must honour in storedIds(). */
 export const MAX_DEDUP_WINDOW_MS = 86_400_000;
+
+export interface SubscribeOptions {
+  /**
+   * Backfill the new group from the topic's inbox: every message stored there at or after this
+   * time (`new Date(0)` for all that retention kept), byte for byte, with its priority flag.
+   * No message published while the subscribe runs is missed by the group or given to it twice.
+   */
+  from?: Date;
+}
+
+export interface SubscribeResult {
+  /** How many messages of the topic's inbox the group was given by the backfill. */
+  backfilled: number;
+}
 
 export interface AppendOptions {
   /** Hand the message out no earlier than this. */
@@ -163,4 +183,13 @@ export interface GroupStats {
   handled: number;
   /** Dead letters. */
   dead: number;
+}
+
+/** Backfilling is for a new group: one that exists has had its own copies since it was made. */
+export function groupExists(topic: string, group: string): MailbusError {
+  return new MailbusError(
+    ERROR_CODES.INVALID_OPTION,
+    `group ${group} of topic ${topic} exists already: a start point (from) is only for a new ` +
+      'group, which it backfills from the topic; subscribe without one, or pick a new name',
+  );
 }

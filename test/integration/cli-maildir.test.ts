@@ -92,12 +92,64 @@ describe('the command line on a Maildir', () => {
     expect(table.stdout).toMatch(new RegExp(`${topic}\\s+billing\\s+0\\s+0\\s+0\\s+1\\s+0`));
   });
 
+  it('subscribes a group from earliest, from a time or from now', async () => {
+    const topic = uniqueTopic('replay');
+    const publish = async (n: number): Promise<string> => {
+      const result = await runCli(['publish', topic, JSON.stringify({ n })], { env });
+      expect(result.code).toBe(0);
+      return result.stdout.trim();
+    };
+    const earlier = [await publish(1), await publish(2)];
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const from = new Date().toISOString();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const recent = [await publish(3)];
+
+    const all = await runCli(['subscribe', topic, 'everything', '--from', 'earliest'], { env });
+    expect(all.stderr).toBe('');
+    expect(all.stdout).toBe(
+      `subscribed group everything to topic ${topic} from its earliest message\n` +
+        'backfilled 3 messages from the topic\n',
+    );
+    const since = await runCli(['subscribe', topic, 'since', '--from', from], { env });
+    expect(since.stdout).toContain(`from ${from}\nbackfilled 1 message from the topic\n`);
+    const now = await runCli(['subscribe', topic, 'now', '--from', 'now'], { env });
+    expect(now.stdout).toBe(`subscribed group now to topic ${topic}\n`);
+    await runCli(['subscribe', topic, 'plain'], { env });
+    const later = [await publish(4)];
+
+    const idsOf = async (group: string): Promise<string[]> => {
+      const consumed = await runCli(['consume', topic, '--group', group, '--wait', '300ms'], {
+        env,
+      });
+      expect(consumed.code).toBe(0);
+      return consumed.stdout
+        .trim()
+        .split('\n')
+        .map((line) => (JSON.parse(line) as { id: string }).id);
+    };
+    expect(await idsOf('everything')).toEqual([...earlier, ...recent, ...later]);
+    expect(await idsOf('since')).toEqual([...recent, ...later]);
+    expect(await idsOf('now')).toEqual(later);
+    expect(await idsOf('plain')).toEqual(later);
+
+    const again = await runCli(['subscribe', topic, 'since', '--from', 'earliest'], { env });
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toMatch(/group since of topic .* exists already/);
+    expect(again.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
   it.each([
     [['publish', 'Bad.Topic', '{}'], /topic name "Bad.Topic" may not start with 'B'/],
     [['publish', 'orders', '{not json'], /the JSON argument is not valid JSON/],
     [['publish', 'orders', '{}', '--header', 'Content-Type=x'], /set by mailbus itself/],
     [['consume', 'orders', '--concurrency', 'zero'], /--concurrency must be a whole number/],
     [['consume', 'orders', '--wait', 'soon'], /--wait must be a duration/],
+    [
+      ['subscribe', 'orders', 'late', '--from', 'yesterday'],
+      /--from must be now, earliest .*"yesterday"/,
+    ],
+    [['subscribe', 'orders', 'late', '--from', '2026-13-45'], /--from must be .*"2026-13-45"/],
     [['stats', '--url', 'imap://bus:hunter2@127.0.0.1:1'], /cannot reach|ECONNREFUSED|connect/i],
     [['stats', '--url', 'ftp://x'], /unsupported store URL scheme/],
   ])('fails with one clear line for %j', async (args, expected) => {

@@ -1,10 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/log.js';
 import { MaildirStore } from '../../src/store/maildir/maildir-store.js';
-import { describeStoreConformance } from '../support/store-conformance.js';
+import { compose, describeStoreConformance, uniqueTopic } from '../support/store-conformance.js';
 
 const root = mkdtempSync(join(tmpdir(), 'mailbus-maildir-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -17,3 +17,35 @@ describeStoreConformance('maildir', () =>
     },
   ),
 );
+
+describe('maildir backfill', () => {
+  it('waits for a publish under way in the topic tmp/ and then gives the group its message', async () => {
+    const path = join(root, 'backfill');
+    const store = await MaildirStore.open(
+      { kind: 'maildir', path, fsync: false },
+      { logger: silentLogger },
+    );
+    const topic = uniqueTopic('under-way');
+    await store.ensureTopic(topic);
+
+    // A publisher that listed the groups before the new one existed, and has not yet moved its
+    // message from tmp/ into the inbox.
+    const [message] = await compose(topic, [{ payload: 'in flight' }]);
+    const name = `${Math.floor(Date.now() / 1000)}.M000000P1Q1Rtest.host,S=1`;
+    const tmp = join(path, `.${topic}`, 'tmp', name);
+    writeFileSync(tmp, message?.raw as Buffer);
+
+    let settled = false;
+    const subscribed = store.subscribe(topic, 'late', { from: new Date(0) }).finally(() => {
+      settled = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(settled).toBe(false);
+
+    renameSync(tmp, join(path, `.${topic}`, 'new', name));
+    expect(await subscribed).toEqual({ backfilled: 1 });
+    const waiting = await store.list({ topic, group: 'late', folder: 'waiting' });
+    expect(waiting.map((stored) => stored.raw.equals(message?.raw as Buffer))).toEqual([true]);
+    await store.close();
+  });
+});

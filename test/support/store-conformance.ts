@@ -309,5 +309,156 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
       expect((await publisher.stats(topic))[0]).toMatchObject({ waiting: 0, handled: total });
       await Promise.all(claimers.map((claimer) => claimer.close()));
     });
+
+    describe('replay: a new group backfilled from the topic', () => {
+      const waiting = (topic: string, group: string) => ({
+        topic,
+        group,
+        folder: 'waiting' as const,
+      });
+      const idsIn = async (store: Store, topic: string, group: string): Promise<string[]> =>
+        (await store.list(waiting(topic, group))).map((m) => idOf({ location: '', raw: m.raw }));
+
+      it('gives a group from earliest every earlier message once, in order, byte for byte', async () => {
+        const store = await open();
+        const topic = uniqueTopic('replay');
+        const outgoing: OutgoingMessage[] = [
+          { payload: { n: 1 }, key: 'order-7' },
+          { payload: { n: 2 }, priority: 'high' },
+          { payload: { n: 3 }, key: 'order-7' },
+          { payload: { n: 4 } },
+        ];
+        const earlier = await compose(topic, outgoing);
+        // One publish each, a few ms apart: publish order is then the order of the topic too.
+        for (const message of earlier) {
+          await store.append(topic, [message]);
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+
+        expect(await store.subscribe(topic, 'replayed', { from: new Date(0) })).toEqual({
+          backfilled: 4,
+        });
+        expect(await store.subscribe(topic, 'fresh')).toEqual({ backfilled: 0 });
+        const later = await compose(topic, [{ payload: { n: 5 } }]);
+        await store.append(topic, later);
+
+        const byGroup = Object.fromEntries(
+          (await store.stats(topic)).map((row) => [row.group, row.waiting]),
+        );
+        expect(byGroup).toEqual({ default: 5, fresh: 1, replayed: 5 });
+        expect(await idsIn(store, topic, 'fresh')).toEqual(later.map((m) => m.id));
+
+        // Flagged first, then in publish order; each text exactly as published, no attempts.
+        const claimer = await store.claimer(topic, 'replayed', { consumer: 'c1' });
+        const claims = await claimAll(claimer, 5, 10);
+        const all = [...earlier, ...later];
+        const expected = [all[1], all[0], all[2], all[3], all[4]];
+        expect(claims.map(idOf)).toEqual(expected.map((m) => m?.id));
+        claims.forEach((claim, i) =>
+          expect(claim.raw.equals(expected[i]?.raw as Buffer)).toBe(true),
+        );
+        expect(claims.some((claim) => claim.raw.includes('X-Mailbus-Attempts'))).toBe(false);
+        await claimer.ack(claims);
+        await claimer.close();
+      });
+
+      it('gives a group from a time only the messages stored at or after it', async () => {
+        const store = await open();
+        const topic = uniqueTopic('replay-time');
+        const before = await compose(topic, [{ payload: 'old 1' }, { payload: 'old 2' }]);
+        await store.append(topic, before);
+        // IMAP dates messages to the second: start the replay in the next one.
+        await new Promise((resolve) => setTimeout(resolve, 1050 - (Date.now() % 1000)));
+        const from = new Date();
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        const after = await compose(topic, [{ payload: 'new 1' }, { payload: 'new 2' }]);
+        await store.append(topic, after);
+
+        expect(await store.subscribe(topic, 'since', { from })).toEqual({ backfilled: 2 });
+        expect((await idsIn(store, topic, 'since')).sort()).toEqual(after.map((m) => m.id).sort());
+        const future = new Date(Date.now() + 60_000);
+        expect(await store.subscribe(topic, 'future', { from: future })).toEqual({ backfilled: 0 });
+      });
+
+      it('refuses a start point for a group that exists already', async () => {
+        const store = await open();
+        const topic = uniqueTopic('replay-exists');
+        await store.append(topic, await compose(topic, [{ payload: 1 }]));
+        await expect(
+          store.subscribe(topic, 'default', { from: new Date(0) }),
+        ).rejects.toMatchObject({
+          code: 'EINVALIDOPTION',
+          message: expect.stringContaining('exists already'),
+        });
+        expect(await store.subscribe(topic, 'default')).toEqual({ backfilled: 0 });
+        expect((await store.stats(topic))[0]).toMatchObject({ group: 'default', waiting: 1 });
+      });
+
+      it('misses and duplicates nothing while publishers run during the backfill', async () => {
+        const subscriber = await open();
+        const publishers = [await open(), await open()];
+        const topic = uniqueTopic('replay-race');
+        await subscriber.append(topic, await compose(topic, [{ payload: 'first' }]));
+
+        const published: string[] = [];
+        const during: number[] = [];
+        let running = true;
+        const loops = publishers.map(async (publisher, p) => {
+          for (let round = 0; running; round += 1) {
+            const batch = await compose(topic, [
+              { payload: { p, round } },
+              { payload: { p, round } },
+            ]);
+            await publisher.append(topic, batch);
+            published.push(...batch.map((m) => m.id));
+          }
+        });
+        // Several groups, one after another, each subscribed while publishes are under way.
+        const groups = ['r1', 'r2', 'r3', 'r4'];
+        for (const group of groups) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          const before = published.length;
+          await subscriber.subscribe(topic, group, { from: new Date(0) });
+          during.push(published.length - before);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        running = false;
+        await Promise.all(loops);
+
+        console.log(`${name}: messages published during each subscribe: ${during.join(', ')}`);
+        // The test means something only if publishes ran while groups were being subscribed.
+        expect(during.reduce((sum, count) => sum + count, 0)).toBeGreaterThan(0);
+        const everything = published.length + 1;
+        for (const group of groups) {
+          const ids = await idsIn(subscriber, topic, group);
+          expect(new Set(ids).size, `${group}: duplicates`).toBe(ids.length);
+          expect(ids.length, `${group}: every message of the topic`).toBe(everything);
+          expect(published.every((id) => ids.includes(id))).toBe(true);
+        }
+      });
+
+      it('backfills a few thousand messages quickly', async () => {
+        const store = await open();
+        const topic = uniqueTopic('replay-large');
+        const total = 3000;
+        const messages = await compose(
+          topic,
+          Array.from({ length: total }, (_, n) => ({ payload: { n } })),
+        );
+        for (let start = 0; start < total; start += 500) {
+          await store.append(topic, messages.slice(start, start + 500));
+        }
+
+        const started = performance.now();
+        const result = await store.subscribe(topic, 'bulk', { from: new Date(0) });
+        const ms = Math.round(performance.now() - started);
+        console.log(`${name}: backfilled ${result.backfilled} messages in ${ms} ms`);
+        expect(result).toEqual({ backfilled: total });
+        expect((await store.stats(topic)).find((row) => row.group === 'bulk')).toMatchObject({
+          waiting: total,
+        });
+        expect(ms).toBeLessThan(10_000);
+      });
+    });
   });
 }

@@ -54,12 +54,17 @@ import type {
   Place,
   Store,
   StoredMessage,
+  SubscribeOptions,
+  SubscribeResult,
 } from '../store.js';
+import { groupExists } from '../store.js';
+import { PUBLISH_SETTLE_MS, copyTopicIntoGroup, dropLateDuplicates } from './backfill.js';
 import { ImapClaimer } from './claimer.js';
 import { isMissingMailbox, listMailboxes } from './commands.js';
 import { ImapConnection, REQUIRED_CAPABILITIES } from './connection.js';
 import { listOldest, purgeBefore, removeUids } from './folders.js';
 import { publishToTopic } from './publish.js';
+import type { GroupMailboxes } from './publish.js';
 import { readNotBefore } from './schedule.js';
 
 /** The hierarchy delimiter assumed when the server names none (Maildir++ and Dovecot's). */
@@ -135,8 +140,51 @@ export class ImapStore implements Store {
     this.knownTopics.add(topic);
   }
 
-  async subscribe(topic: string, group: string): Promise<void> {
-    await this.createMailboxes([this.layout.topic(topic), ...this.groupMailboxes(topic, group)]);
+  async subscribe(
+    topic: string,
+    group: string,
+    options: SubscribeOptions = {},
+  ): Promise<SubscribeResult> {
+    const from = options.from;
+    if (from === undefined) {
+      await this.createMailboxes([this.layout.topic(topic), ...this.groupMailboxes(topic, group)]);
+      return { backfilled: 0 };
+    }
+
+    // The group is made first, alone and only if it is new; then the topic's messages are
+    // copied, and publishes under way are given time to finish before duplicates are dropped.
+    const started = Date.now();
+    const [groupMailbox, ...below] = this.groupMailboxes(topic, group);
+    const mailboxes = { topic: this.layout.topic(topic), group: groupMailbox as string, from };
+    const copied = await this.connection.run(
+      { command: 'UID COPY', mailbox: mailboxes.topic },
+      async (client) => {
+        await client.mailboxCreate(mailboxes.topic);
+        const { created } = await client.mailboxCreate(mailboxes.group);
+        if (!created) {
+          throw groupExists(topic, group);
+        }
+        for (const mailbox of below) {
+          await client.mailboxCreate(mailbox);
+        }
+        return await copyTopicIntoGroup(client, mailboxes);
+      },
+      null,
+    );
+    const settle = copied.at + PUBLISH_SETTLE_MS - Date.now();
+    if (copied.copies.length > 0 && settle > 0) {
+      await new Promise((resolve) => setTimeout(resolve, settle));
+    }
+    const dropped = await this.connection.run(
+      { command: 'UID EXPUNGE', mailbox: mailboxes.group },
+      (client) => dropLateDuplicates(client, mailboxes.group, copied),
+      null,
+    );
+
+    const backfilled = copied.copies.length - dropped;
+    const ms = Date.now() - started;
+    this.log.info({ event: 'group.subscribed', topic, group, from, backfilled, dropped, ms });
+    return { backfilled };
   }
 
   async listTopics(): Promise<string[]> {
@@ -182,18 +230,23 @@ export class ImapStore implements Store {
       { command: 'APPEND', mailbox: topicMailbox },
       async (client) => {
         // Read on every call: a group subscribed a moment ago must get the next message.
-        const pattern = topicMailbox + this.layout.delimiter + '%';
-        const groupNames = this.groupsOf(topic, await selectable(client, pattern));
-        const groups = groupNames.map((group) => this.layout.group(topic, group));
+        const listGroups = async (): Promise<GroupMailboxes> => {
+          const pattern = topicMailbox + this.layout.delimiter + '%';
+          const names = this.groupsOf(topic, await selectable(client, pattern));
+          return {
+            groups: names.map((group) => this.layout.group(topic, group)),
+            scheduled: names.map((group) => this.layout.scheduled(topic, group)),
+          };
+        };
         const later = notBefore !== undefined && notBefore.getTime() > Date.now();
-        const scheduled = later
-          ? {
-              mailboxes: groupNames.map((group) => this.layout.scheduled(topic, group)),
-              notBefore,
-            }
-          : undefined;
 
-        await publishToTopic(client, topicMailbox, { groups, scheduled }, messages);
+        await publishToTopic(
+          client,
+          topicMailbox,
+          listGroups,
+          messages,
+          later ? notBefore : undefined,
+        );
       },
       topicMailbox,
     );

@@ -19,37 +19,43 @@ export const MULTIAPPEND_MAX_MESSAGES = 500;
 /** Bytes of message text per MULTIAPPEND command: bounds what one failed command resends. */
 export const MULTIAPPEND_MAX_BYTES = 8 * 1024 * 1024;
 
-/** Where the groups' copies of a publish go. */
-export interface GroupTargets {
+/** The mailboxes of a topic's groups, read when a publish needs them. */
+export interface GroupMailboxes {
   /** The group mailboxes, for messages to hand out now. */
   groups: string[];
-  /** With `notBefore`: the groups' Scheduled mailboxes, which receive the copies instead. */
-  scheduled?: { mailboxes: string[]; notBefore: Date };
+  /** Their Scheduled mailboxes, for messages to hand out later. */
+  scheduled: string[];
 }
 
 /**
- * Stores `messages` in `topicMailbox` (selected by the caller) and in every one of the groups.
- * Resolves once every mailbox has every message.
+ * Stores `messages` in `topicMailbox` (selected by the caller) and in every one of the groups,
+ * into their Scheduled mailboxes when `notBefore` is given. Resolves once every mailbox has
+ * every message.
+ *
+ * The groups are listed only once the topic has the messages. A group subscribed with a
+ * backfill takes the topic's messages below the UIDNEXT it reads after creating itself, so every
+ * publish is either below that UIDNEXT or lists the groups after the group was made
+ * (backfill.ts).
  */
 export async function publishToTopic(
   client: ImapFlow,
   topicMailbox: string,
-  targets: GroupTargets,
+  listGroups: () => Promise<GroupMailboxes>,
   messages: ComposedMessage[],
+  notBefore?: Date,
 ): Promise<void> {
   checkAppendLimit(client, messages);
-  const { groups, scheduled } = targets;
 
   const now = messages.map((message) => ({ raw: message.raw, flags: flagsOf(message) }));
 
   // The topic's copy is stored as any other; each group's waits in Scheduled, dated when due.
-  if (scheduled) {
+  if (notBefore) {
     await uploadAll(client, topicMailbox, now);
     const later = messages.map((message) => ({
-      ...scheduledCopy(message.raw, scheduled.notBefore),
+      ...scheduledCopy(message.raw, notBefore),
       flags: flagsOf(message),
     }));
-    for (const mailbox of scheduled.mailboxes) {
+    for (const mailbox of (await listGroups()).scheduled) {
       await creatingMailbox(client, mailbox, () => uploadAll(client, mailbox, later));
     }
     return;
@@ -57,7 +63,8 @@ export async function publishToTopic(
 
   // Without UIDPLUS there are no UIDs to COPY by: every mailbox gets an APPEND of its own.
   if (!client.capabilities.has('UIDPLUS')) {
-    for (const mailbox of [topicMailbox, ...groups]) {
+    await uploadAll(client, topicMailbox, now);
+    for (const mailbox of (await listGroups()).groups) {
       await uploadAll(client, mailbox, now);
     }
     return;
@@ -72,7 +79,7 @@ export async function publishToTopic(
     );
   }
   // COPY acts on the selected mailbox, which is the topic's.
-  for (const group of groups) {
+  for (const group of (await listGroups()).groups) {
     await copyMessages(client, uids, group);
   }
 }

@@ -4,6 +4,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 
 const INFO_SEPARATOR = ':2,';
 
@@ -85,3 +86,11 @@ export const FLAG = {
   seen: 'S',
   trashed: 'T',
 } as const;
+
+/**
+ * Where a newly delivered file goes inside a folder: `new/` as Maildir delivery expects, or
+ * `cur/` with the F flag for a high-priority message, because a file in new/ carries no flags.
+ */
+export function placement(base: string, flagged: boolean): string {
+  return flagged ? join('cur', curName(base, 'F')) : join('new', base);
+}

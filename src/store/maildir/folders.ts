@@ -54,19 +54,28 @@ export function ensureRoot(root: string): void {
  * folder that has no new/ yet would fail).
  */
 export function ensureFolder(root: string, mailbox: string): void {
-  const target = folderPath(root, mailbox);
-  if (fs.existsSync(join(target, 'tmp'))) {
-    return;
+  if (!fs.existsSync(join(folderPath(root, mailbox), 'tmp'))) {
+    createFolder(root, mailbox);
   }
+}
+
+/**
+ * Creates a folder the way ensureFolder does, and tells whether this call made it: false when
+ * it exists already. rename(2) refuses to replace a non-empty directory, so of several processes
+ * creating one folder at once exactly one is told true.
+ */
+export function createFolder(root: string, mailbox: string): boolean {
+  const target = folderPath(root, mailbox);
   const staging = join(root, 'tmp', `folder-${randomBytes(6).toString('hex')}`);
   try {
     makeMaildir(staging, true);
     fs.renameSync(staging, target);
+    return true;
   } catch (err) {
     fs.rmSync(staging, { recursive: true, force: true });
-    // Someone else made it first: rename(2) refuses to replace a non-empty directory.
+    // Someone else made it first.
     if (fs.existsSync(join(target, 'tmp'))) {
-      return;
+      return false;
     }
     throw storageError(`cannot create the folder ${mailbox} in ${root}`, err);
   }

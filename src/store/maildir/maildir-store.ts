@@ -18,14 +18,19 @@ import type {
   Place,
   Store,
   StoredMessage,
+  SubscribeOptions,
+  SubscribeResult,
 } from '../store.js';
+import { groupExists } from '../store.js';
+import { backfillGroup } from './backfill.js';
 import { forgetOldIds, recentIds, rememberIds } from './dedup.js';
 import { listPlace, purgePlace, removeFromPlace } from './places.js';
 import { MaildirClaimer } from './claimer.js';
 import { keyDigest, orderingKeyOf } from '../../message/ordering.js';
-import { curName, keyDigestOf, uniqueBaseName } from './filenames.js';
+import { curName, keyDigestOf, placement, uniqueBaseName } from './filenames.js';
 import {
   countMessages,
+  createFolder,
   ensureFolder,
   errnoOf,
   ensureRoot,
@@ -38,6 +43,9 @@ import {
 
 /** Maildir++ separates folder levels with a dot. */
 const DELIMITER = '.';
+
+/** Longer than the tick of file times: an mtime this close to a scan may hide a change. */
+const RACY_MTIME_MS = 100;
 
 export interface MaildirStoreOptions {
   logger: Logger;
@@ -56,6 +64,7 @@ export class MaildirStore implements Store {
   // folder changes it, so a group subscribed a moment ago is seen by the next publish.
   private groupCache = new Map<string, string[]>();
   private groupCacheMtimeMs = -1;
+  private groupCacheScannedMs = -1;
   private closed = false;
   private rootMade = false;
 
@@ -82,14 +91,40 @@ export class MaildirStore implements Store {
     }
   }
 
-  async subscribe(topic: string, group: string): Promise<void> {
+  async subscribe(
+    topic: string,
+    group: string,
+    options: SubscribeOptions = {},
+  ): Promise<SubscribeResult> {
     this.ensureRootOnce();
     ensureFolder(this.root, this.layout.topic(topic));
-    ensureFolder(this.root, this.layout.group(topic, group));
+    const from = options.from;
+    // The group's own folders first: publishers see the group once its folder exists.
     ensureFolder(this.root, this.layout.archive(topic, group));
     ensureFolder(this.root, this.layout.junk(topic, group));
     ensureFolder(this.root, this.layout.scheduled(topic, group));
-    this.logger.info({ event: 'group.subscribed', topic, group });
+    if (from === undefined) {
+      ensureFolder(this.root, this.layout.group(topic, group));
+      this.logger.info({ event: 'group.subscribed', topic, group });
+      return { backfilled: 0 };
+    }
+    if (!createFolder(this.root, this.layout.group(topic, group))) {
+      throw groupExists(topic, group);
+    }
+
+    const started = Date.now();
+    const backfilled = await backfillGroup({
+      root: this.root,
+      layout: this.layout,
+      folders: () => this.folders(),
+      topic,
+      group,
+      from,
+      durable: this.durable,
+    });
+    const ms = Date.now() - started;
+    this.logger.info({ event: 'group.subscribed', topic, group, from, backfilled, ms });
+    return { backfilled };
   }
 
   async listTopics(): Promise<string[]> {
@@ -116,7 +151,6 @@ export class MaildirStore implements Store {
       return;
     }
     await this.ensureTopic(topic);
-    const groups = this.listGroupsNow(topic);
     const topicDir = folderPath(this.root, this.layout.topic(topic));
     // A delayed message waits in each group's Scheduled folder, under a name that carries its
     // due time; the claimers move it into the group when that time comes.
@@ -124,9 +158,6 @@ export class MaildirStore implements Store {
     const scheduled = dueMs > Date.now();
     const groupFolder = (group: string): string =>
       scheduled ? this.layout.scheduled(topic, group) : this.layout.group(topic, group);
-    if (scheduled) {
-      groups.forEach((group) => ensureFolder(this.root, this.layout.scheduled(topic, group)));
-    }
     const touched = new Set<string>();
 
     // Write each message once into the topic's tmp/, durable before anything links to it.
@@ -144,6 +175,14 @@ export class MaildirStore implements Store {
         fs.rmSync(tmp, { force: true });
       }
       throw storageError(`cannot write a message into topic ${topic}`, err);
+    }
+
+    // The groups are listed only now that the files are in tmp/, and then linked and moved into
+    // the inbox without a pause: a group subscribed with a backfill waits for the tmp/ files it
+    // sees, and finds every message that missed it in the inbox afterwards (backfill.ts).
+    const groups = this.listGroupsNow(topic);
+    if (scheduled) {
+      groups.forEach((group) => ensureFolder(this.root, this.layout.scheduled(topic, group)));
     }
 
     // One hard link per group: the copies share the text, and each has its own name and flags.
@@ -165,6 +204,10 @@ export class MaildirStore implements Store {
         touched.add(join(topicDir, target.slice(0, 3)));
       }
     } catch (err) {
+      // What is left in tmp/ would hold up a backfilling subscribe, which waits for tmp/ files.
+      for (const { tmp } of written) {
+        fs.rmSync(tmp, { force: true });
+      }
       throw storageError(`cannot deliver a message into topic ${topic}`, err);
     }
 
@@ -299,7 +342,11 @@ export class MaildirStore implements Store {
       }
       throw storageError(`cannot read the Maildir at ${this.root}`, err);
     }
-    if (mtimeMs !== this.groupCacheMtimeMs) {
+    // File times tick coarsely (a few ms on Linux): a folder made in the same tick as the scan
+    // leaves the mtime as it was. So a scan is trusted only when the mtime was already older than
+    // that at scan time, as git treats a racily clean index.
+    if (mtimeMs !== this.groupCacheMtimeMs || mtimeMs > this.groupCacheScannedMs - RACY_MTIME_MS) {
+      this.groupCacheScannedMs = Date.now();
       this.groupCache = this.scanGroups();
       this.groupCacheMtimeMs = mtimeMs;
     }
@@ -329,12 +376,4 @@ const HIGH_PRIORITY = /^X-Mailbus-Priority:\s*high\s*$/im;
 function headerEnd(raw: Buffer): number {
   const end = raw.indexOf('\r\n\r\n');
   return end === -1 ? raw.length : end;
-}
-
-/**
- * Where a newly delivered file goes inside a folder: `new/` as Maildir delivery expects, or
- * `cur/` with the F flag for a high-priority message, because a file in new/ carries no flags.
- */
-export function placement(base: string, flagged: boolean): string {
-  return flagged ? join('cur', curName(base, 'F')) : join('new', base);
 }
