@@ -23,6 +23,10 @@ import type { ComposedMessage } from './message/compose.js';
 import type { OutgoingMessage } from './message/message.js';
 import { checkName } from './names.js';
 import { DeadLetters } from './admin/dead-letters.js';
+import { Quarantine } from './admin/quarantine.js';
+import { DEFAULT_SIGNATURE_WINDOW_MS, parseKey, parseKeyList } from './security/signature.js';
+import type { SigningKey } from './security/signature.js';
+import { Verifier } from './security/verify.js';
 import { DEFAULT_GROUP } from './store/layout.js';
 import { MaildirStore } from './store/maildir/maildir-store.js';
 import { MAX_DEDUP_WINDOW_MS } from './store/store.js';
@@ -47,6 +51,13 @@ export interface ConnectOptions extends SecretSources {
    * window stores nothing and reports the id (default 5 min; 0 turns it off; at most 1 day).
    */
   dedupWindowMs?: number;
+  /** Sign every published message with this key: `{ id, secret }` or `'id:secret'`. */
+  signingKey?: SigningKey | string;
+  /**
+   * The keys a verifying consumer accepts signatures of (`consume(..., { verify: true })`), as
+   * a list or `'id:secret,id:secret'`. Several at once let keys be rotated without downtime.
+   */
+  verifyKeys?: SigningKey[] | string;
   logger?: Logger;
 }
 
@@ -91,6 +102,13 @@ export interface ConsumeOptions {
   topicRetentionMs?: number;
   /** This consumer's id, naming its in-progress mailbox (default host-pid-random). */
   consumer?: string;
+  /**
+   * Hand the handler only messages signed with one of the client's `verifyKeys`, signed within
+   * `signatureWindowMs` and not seen before within it; quarantine the others.
+   */
+  verify?: boolean;
+  /** How old (or how far ahead) a signature may be, and the replay window (default 5 min). */
+  signatureWindowMs?: number;
 }
 
 export type { Handler, WorkerSummary };
@@ -153,6 +171,8 @@ export class Mailbus {
   private readonly from: string;
   private readonly maxMessageBytes: number;
   private readonly dedupWindowMs: number;
+  private readonly signingKey: SigningKey | undefined;
+  private readonly verifyKeys: SigningKey[];
   private readonly logger: Logger;
   private readonly workers = new Set<Worker>();
   private closed = false;
@@ -164,6 +184,8 @@ export class Mailbus {
       from: string;
       maxMessageBytes: number;
       dedupWindowMs: number;
+      signingKey?: SigningKey;
+      verifyKeys: SigningKey[];
       logger: Logger;
     },
   ) {
@@ -172,6 +194,8 @@ export class Mailbus {
     this.smtp = options.smtp;
     this.from = options.from;
     this.maxMessageBytes = options.maxMessageBytes;
+    this.signingKey = options.signingKey;
+    this.verifyKeys = options.verifyKeys;
     this.logger = options.logger;
   }
 
@@ -203,6 +227,7 @@ export class Mailbus {
         await composeMessage(topic, message, {
           from: this.from,
           maxMessageBytes: this.maxMessageBytes,
+          signingKey: this.signingKey,
         }),
       );
     }
@@ -261,6 +286,7 @@ export class Mailbus {
     checkName('topic', topic);
     const concurrency = positiveInteger('concurrency', options.concurrency, 1);
     const consumer = checkName('group', options.consumer ?? newConsumerId());
+    const verifier = options.verify ? this.verifier(topic, group, options) : undefined;
 
     const claimer = this.groupToConsume(topic, group).then(() =>
       this.store.claimer(topic, group, { consumer }),
@@ -301,6 +327,7 @@ export class Mailbus {
         options.topicRetentionMs,
         DEFAULT_ARCHIVE_RETENTION_MS,
       ),
+      verifier,
       logger: this.logger,
     });
     this.workers.add(worker);
@@ -314,6 +341,41 @@ export class Mailbus {
   deadLetters(topic: string, group: string = DEFAULT_GROUP): DeadLetters {
     this.assertOpen();
     return new DeadLetters(this.store, checkName('topic', topic), checkName('group', group));
+  }
+
+  /**
+   * The quarantine of a group: list, show and release what failed verification. When the
+   * client has verification keys, a released message is sealed with the first, so that
+   * verifying consumers hand it to their handler; without keys it is checked again.
+   */
+  quarantine(topic: string, group: string = DEFAULT_GROUP): Quarantine {
+    this.assertOpen();
+    checkName('topic', topic);
+    checkName('group', group);
+    const keys = this.verifyKeys;
+    const stamp =
+      keys.length === 0 ? undefined : (raw: Buffer) => this.verifier(topic, group, {}).seal(raw);
+    return new Quarantine(this.store, topic, group, stamp);
+  }
+
+  private verifier(topic: string, group: string, options: ConsumeOptions): Verifier {
+    if (this.verifyKeys.length === 0) {
+      throw new MailbusError(
+        ERROR_CODES.INVALID_OPTION,
+        'verifying needs keys: give verifyKeys to connect() (MAILBUS_VERIFY_KEYS)',
+      );
+    }
+    return new Verifier({
+      topic,
+      group,
+      keys: this.verifyKeys,
+      windowMs: positiveMs(
+        'signatureWindowMs',
+        options.signatureWindowMs,
+        DEFAULT_SIGNATURE_WINDOW_MS,
+      ),
+      replayGuard: (id, windowMs) => this.store.acceptId(topic, group, id, windowMs),
+    });
   }
 
   /**
@@ -384,6 +446,14 @@ export class Mailbus {
 export async function connect(options: ConnectOptions = {}): Promise<Mailbus> {
   const logger = options.logger ?? silentLogger;
   const config = parseStoreUrl(options.url, options);
+  const signingKey =
+    typeof options.signingKey === 'string'
+      ? parseKey(options.signingKey, 'signingKey')
+      : options.signingKey;
+  const verifyKeys =
+    typeof options.verifyKeys === 'string'
+      ? parseKeyList(options.verifyKeys, 'verifyKeys')
+      : (options.verifyKeys ?? []);
   const maxMessageBytes = positiveInteger(
     'maxMessageBytes',
     options.maxMessageBytes,
@@ -440,6 +510,8 @@ export async function connect(options: ConnectOptions = {}): Promise<Mailbus> {
     from: options.from ?? defaultFrom(),
     maxMessageBytes,
     dedupWindowMs,
+    signingKey,
+    verifyKeys,
     logger,
   });
 }

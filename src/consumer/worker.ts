@@ -15,6 +15,8 @@ import { decodeMessage, derivedMessageId } from '../message/decode.js';
 import { HEADER } from '../message/headers.js';
 import type { Message } from '../message/message.js';
 import { setHeaders } from '../message/rewrite.js';
+import { quarantinedCopy } from '../security/quarantine.js';
+import type { Verifier } from '../security/verify.js';
 import type { Claim, Claimer, Store } from '../store/store.js';
 import { AckBatch } from './ack-batch.js';
 import { backoffMs } from './backoff.js';
@@ -82,6 +84,8 @@ export interface WorkerOptions {
   deadRetentionMs: number;
   /** How long the topic's inbox keeps its copies; Infinity keeps them. */
   topicRetentionMs: number;
+  /** Hand the handler only messages this verifier passes; quarantine the others. */
+  verifier?: Verifier;
   logger: Logger;
 }
 
@@ -96,6 +100,8 @@ export interface WorkerSummary {
   deadLettered: number;
   /** Messages taken over from workers whose lease had expired. */
   recovered: number;
+  /** Messages that failed verification and were moved to the group's quarantine. */
+  quarantined: number;
   reason: StopReason;
 }
 
@@ -103,8 +109,10 @@ export interface WorkerEvents {
   /** Non-fatal trouble: a claim or ack that failed; the worker carries on. */
   warning: [error: Error];
   /** A message was settled. */
-  settled: [message: Message | undefined, outcome: 'acked' | 'failed' | 'dead'];
+  settled: [message: Message | undefined, outcome: Outcome];
 }
+
+export type Outcome = 'acked' | 'failed' | 'dead' | 'quarantined';
 
 export class Worker extends EventEmitter<WorkerEvents> {
   readonly id: string;
@@ -131,6 +139,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     failed: 0,
     deadLettered: 0,
     recovered: 0,
+    quarantined: 0,
     reason: 'closed',
   };
   private readonly timers: NodeJS.Timeout[] = [];
@@ -291,7 +300,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async settleRecovered(claimer: Claimer, claim: Claim, error: Error): Promise<void> {
-    const message = await this.decode(claimer, claim);
+    const message = await this.decode(claimer, claim, true);
     if (message !== undefined) {
       await this.fail(claimer, claim, message, error);
     }
@@ -307,16 +316,46 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /**
    * Decodes a claimed message. One that cannot be decoded will never succeed: it goes to the
-   * dead letters at once, and this resolves with undefined.
+   * dead letters at once, and this resolves with undefined. So does one that fails
+   * verification, which goes to the quarantine instead.
    */
-  private async decode(claimer: Claimer, claim: Claim): Promise<Message | undefined> {
+  private async decode(
+    claimer: Claimer,
+    claim: Claim,
+    recovered = false,
+  ): Promise<Message | undefined> {
     const { topic, group } = this.options;
+    if (this.options.verifier && (await this.quarantined(claimer, claim, recovered))) {
+      return undefined;
+    }
     try {
       return await decodeMessage(claim.raw, { topic, group });
     } catch (err) {
       await this.deadLetter(claimer, claim, undefined, err);
       return undefined;
     }
+  }
+
+  /** Verifies a claimed message; moves it to the quarantine and says so when it fails. */
+  private async quarantined(claimer: Claimer, claim: Claim, recovered: boolean) {
+    const verdict = await (this.options.verifier as Verifier).check(claim.raw, { recovered });
+    if (verdict === undefined) {
+      return false;
+    }
+    try {
+      await claimer.quarantine(claim, quarantinedCopy(claim.raw, verdict));
+      this.summary.quarantined += 1;
+      this.logger.warn({
+        event: 'message.quarantined',
+        id: derivedMessageId(claim.raw),
+        reason: verdict.reason,
+        detail: verdict.detail,
+      });
+      this.settle(undefined, 'quarantined');
+    } catch (err) {
+      this.warn(err, 'quarantine');
+    }
+    return true;
   }
 
   /** Deletes handled messages and dead letters that retention no longer keeps. */
@@ -403,11 +442,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await this.deadLetter(claimer, claim, message, err);
       return;
     }
-    const raw = setHeaders(claim.raw, {
+    const retry = setHeaders(claim.raw, {
       [HEADER.attempts]: String(message.attempt),
       [HEADER.lastError]: errorText(err),
       ...missingMessageId(message),
     });
+    // A verified message keeps its signature, whose time will be old by the next attempt: the
+    // seal says that this consumer already accepted it.
+    const raw = this.options.verifier ? this.options.verifier.seal(retry) : retry;
     const { backoffMs: firstMs, maxBackoffMs } = this.options;
     const delayMs =
       err instanceof RetryError ? err.delayMs : backoffMs(message.attempt, firstMs, maxBackoffMs);
@@ -435,7 +477,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
       id: message?.id ?? derivedMessageId(claim.raw),
       attempts: message?.attempt ?? 1,
       error: errorText(err),
-      original: claim.raw,
+      // A verified message is sealed, so that a replay from the dead letters is accepted.
+      original:
+        this.options.verifier && message ? this.options.verifier.seal(claim.raw) : claim.raw,
     });
     try {
       await claimer.deadLetter(claim, raw);
@@ -447,7 +491,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
   }
 
-  private settle(message: Message | undefined, outcome: 'acked' | 'failed' | 'dead'): void {
+  private settle(message: Message | undefined, outcome: Outcome): void {
     this.emit('settled', message, outcome);
   }
 

@@ -9,6 +9,7 @@
 //   orders.default.Consumers             IMAP only: one heartbeat message per live consumer
 //   orders.default.Archive               handled messages, flagged \Seen
 //   orders.default.Junk                  dead letters
+//   orders.default.Quarantine            messages that failed verification, kept for an operator
 //
 // "." stands for the account's hierarchy delimiter: "." in Maildir++ (and Dovecot's default),
 // often "/" on other IMAP servers.
@@ -22,6 +23,7 @@ export const GROUP_FOLDERS = {
   consumers: 'Consumers',
   archive: 'Archive',
   junk: 'Junk',
+  quarantine: 'Quarantine',
 } as const;
 
 export const DEFAULT_GROUP = 'default';
@@ -58,6 +60,10 @@ export class Layout {
     return this.join(this.group(topic, group), GROUP_FOLDERS.junk);
   }
 
+  quarantine(topic: string, group: string): string {
+    return this.join(this.group(topic, group), GROUP_FOLDERS.quarantine);
+  }
+
   /**
    * Reads a mailbox name back: the topic and group it belongs to, and what it holds. Returns
    * undefined for mailboxes that are not part of a queue (INBOX, Sent, a person's folders).
@@ -83,6 +89,9 @@ export class Layout {
     if (parts.length === 3 && folder === GROUP_FOLDERS.junk) {
       return { role: 'junk', topic, group };
     }
+    if (parts.length === 3 && folder === GROUP_FOLDERS.quarantine) {
+      return { role: 'quarantine', topic, group };
+    }
     if (parts.length === 3 && folder === GROUP_FOLDERS.scheduled) {
       return { role: 'scheduled', topic, group };
     }
@@ -99,7 +108,11 @@ export class Layout {
 
 export type MailboxRole =
   | { role: 'topic'; topic: string }
-  | { role: 'group' | 'scheduled' | 'archive' | 'junk'; topic: string; group: string }
+  | {
+      role: 'group' | 'scheduled' | 'archive' | 'junk' | 'quarantine';
+      topic: string;
+      group: string;
+    }
   | { role: 'in-progress'; topic: string; group: string; consumer?: string };
 
 function isName(kind: 'topic' | 'group', name: string): boolean {

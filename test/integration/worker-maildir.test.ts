@@ -53,6 +53,7 @@ describe('a worker on the Maildir store', () => {
       failed: 0,
       deadLettered: 0,
       recovered: 0,
+      quarantined: 0,
       reason: 'max',
     });
     expect([...seen].sort((a, b) => a - b)).toEqual(payloads.map((p) => p.payload.n));

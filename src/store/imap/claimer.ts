@@ -126,6 +126,7 @@ export class ImapClaimer implements Claimer {
   private readonly inProgress: string;
   private readonly archive: string;
   private readonly junk: string;
+  private readonly quarantined: string;
   private readonly claimConnection: ImapConnection;
   private readonly settleConnection: ImapConnection;
   private readonly log: Logger;
@@ -166,6 +167,7 @@ export class ImapClaimer implements Claimer {
     this.inProgress = layout.inProgress(topic, group, checkName('group', consumer));
     this.archive = layout.archive(topic, group);
     this.junk = layout.junk(topic, group);
+    this.quarantined = layout.quarantine(topic, group);
     this.log = options.logger.child({ topic, group, consumer });
     this.promoter = new ScheduledPromoter(this.scheduled, this.groupMailbox, this.log);
     this.stranded = new StrandedWatch(this.log);
@@ -321,15 +323,24 @@ export class ImapClaimer implements Claimer {
   }
 
   async deadLetter(claim: Claim, raw: Buffer): Promise<void> {
+    await this.replaceInto(claim, raw, this.junk, 'dead letter');
+  }
+
+  async quarantine(claim: Claim, raw: Buffer): Promise<void> {
+    await this.replaceInto(claim, raw, this.quarantined, 'quarantine');
+  }
+
+  /** Stores `raw` in `mailbox`, then removes the claimed message: a crash duplicates, never loses. */
+  private async replaceInto(claim: Claim, raw: Buffer, mailbox: string, action: string) {
     this.checkOpen();
     const uid = this.uidOf(claim);
 
-    await this.settle('dead letter', [claim], [uid], async (client, foreign) => {
+    await this.settle(action, [claim], [uid], async (client, foreign) => {
       if (foreign.length > 0) {
-        throw this.leaseLost(foreign, 'dead letter');
+        throw this.leaseLost(foreign, action);
       }
       await this.heldFlagged(client, claim, uid);
-      await creatingMailbox(client, this.junk, () => client.append(this.junk, raw));
+      await creatingMailbox(client, mailbox, () => client.append(mailbox, raw));
       await this.remove(client, uid);
     });
   }

@@ -86,6 +86,7 @@ export class MaildirClaimer implements Claimer {
   private readonly inProgressDir: string;
   private readonly archiveDir: string;
   private readonly junkDir: string;
+  private readonly quarantineDir: string;
   private readonly scheduledDir: string;
   // Names this claimer moved out of the group whose file events have not come in yet.
   private readonly takenNames = new Set<string>();
@@ -107,6 +108,7 @@ export class MaildirClaimer implements Claimer {
     this.inProgressDir = folderPath(root, layout.inProgress(topic, group, consumer));
     this.archiveDir = folderPath(root, layout.archive(topic, group));
     this.junkDir = folderPath(root, layout.junk(topic, group));
+    this.quarantineDir = folderPath(root, layout.quarantine(topic, group));
     this.scheduledDir = folderPath(root, layout.scheduled(topic, group));
     this.logger = options.logger.child({ topic, group, consumer });
   }
@@ -239,6 +241,10 @@ export class MaildirClaimer implements Claimer {
 
   async deadLetter(claim: Claim, raw: Buffer): Promise<void> {
     await this.replace(claim as MaildirClaim, this.junkDir, raw, false);
+  }
+
+  async quarantine(claim: Claim, raw: Buffer): Promise<void> {
+    await this.replace(claim as MaildirClaim, this.quarantineDir, raw, false);
   }
 
   async heartbeat(): Promise<void> {
