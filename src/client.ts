@@ -365,15 +365,23 @@ export class Mailbus {
         'verifying needs keys: give verifyKeys to connect() (MAILBUS_VERIFY_KEYS)',
       );
     }
+    const windowMs = positiveMs(
+      'signatureWindowMs',
+      options.signatureWindowMs,
+      DEFAULT_SIGNATURE_WINDOW_MS,
+    );
+    if (windowMs < 1000) {
+      // Signature times are whole seconds: a shorter window would refuse fresh messages.
+      throw new MailbusError(
+        ERROR_CODES.INVALID_OPTION,
+        `signatureWindowMs must be at least 1000, not ${windowMs}`,
+      );
+    }
     return new Verifier({
       topic,
       group,
       keys: this.verifyKeys,
-      windowMs: positiveMs(
-        'signatureWindowMs',
-        options.signatureWindowMs,
-        DEFAULT_SIGNATURE_WINDOW_MS,
-      ),
+      windowMs,
       replayGuard: (id, windowMs) => this.store.acceptId(topic, group, id, windowMs),
     });
   }
