@@ -27,11 +27,13 @@ import { Quarantine } from './admin/quarantine.js';
 import { DEFAULT_SIGNATURE_WINDOW_MS, parseKey, parseKeyList } from './security/signature.js';
 import type { SigningKey } from './security/signature.js';
 import { Verifier } from './security/verify.js';
+import { checkDkimPolicy } from './security/dkim.js';
+import type { DkimPolicy } from './security/dkim.js';
 import { DEFAULT_GROUP } from './store/layout.js';
 import { MaildirStore } from './store/maildir/maildir-store.js';
 import { MAX_DEDUP_WINDOW_MS } from './store/store.js';
 import type { GroupStats, Store } from './store/store.js';
-import type { SmtpPublisher } from './transport/smtp.js';
+import type { DkimKey, SmtpPublisher } from './transport/smtp.js';
 
 export interface ConnectOptions extends SecretSources {
   /** `maildir:PATH` (the default, ./mailbus-data), `imap://user@host:port` or `imaps://...`. */
@@ -58,6 +60,8 @@ export interface ConnectOptions extends SecretSources {
    * a list or `'id:secret,id:secret'`. Several at once let keys be rotated without downtime.
    */
   verifyKeys?: SigningKey[] | string;
+  /** DKIM-sign what is published through SMTP with this key. */
+  dkim?: DkimKey;
   logger?: Logger;
 }
 
@@ -109,6 +113,11 @@ export interface ConsumeOptions {
   verify?: boolean;
   /** How old (or how far ahead) a signature may be, and the replay window (default 5 min). */
   signatureWindowMs?: number;
+  /**
+   * Hand the handler only messages with a valid DKIM signature of one of these domains;
+   * quarantine the others. With `verify` too, a message must pass both.
+   */
+  requireDkim?: DkimPolicy;
 }
 
 export type { Handler, WorkerSummary };
@@ -286,7 +295,8 @@ export class Mailbus {
     checkName('topic', topic);
     const concurrency = positiveInteger('concurrency', options.concurrency, 1);
     const consumer = checkName('group', options.consumer ?? newConsumerId());
-    const verifier = options.verify ? this.verifier(topic, group, options) : undefined;
+    const verifier =
+      options.verify || options.requireDkim ? this.verifier(topic, group, options) : undefined;
 
     const claimer = this.groupToConsume(topic, group).then(() =>
       this.store.claimer(topic, group, { consumer }),
@@ -354,12 +364,12 @@ export class Mailbus {
     checkName('group', group);
     const keys = this.verifyKeys;
     const stamp =
-      keys.length === 0 ? undefined : (raw: Buffer) => this.verifier(topic, group, {}).seal(raw);
+      keys.length === 0 ? undefined : (raw: Buffer) => this.verifier(topic, group, { verify: true }).seal(raw);
     return new Quarantine(this.store, topic, group, stamp);
   }
 
   private verifier(topic: string, group: string, options: ConsumeOptions): Verifier {
-    if (this.verifyKeys.length === 0) {
+    if (options.verify && this.verifyKeys.length === 0) {
       throw new MailbusError(
         ERROR_CODES.INVALID_OPTION,
         'verifying needs keys: give verifyKeys to connect() (MAILBUS_VERIFY_KEYS)',
@@ -380,7 +390,8 @@ export class Mailbus {
     return new Verifier({
       topic,
       group,
-      keys: this.verifyKeys,
+      keys: options.verify ? this.verifyKeys : [],
+      dkim: options.requireDkim && checkDkimPolicy(options.requireDkim),
       windowMs,
       replayGuard: (id, windowMs) => this.store.acceptId(topic, group, id, windowMs),
     });
@@ -492,7 +503,11 @@ export async function connect(options: ConnectOptions = {}): Promise<Mailbus> {
       );
     }
     const { SmtpPublisher } = await import('./transport/smtp.js');
-    smtp = new SmtpPublisher(parseSmtpUrl(options.smtpUrl, options), { address, logger });
+    smtp = new SmtpPublisher(parseSmtpUrl(options.smtpUrl, options), {
+      address,
+      dkim: options.dkim,
+      logger,
+    });
   }
 
   logger.info({

@@ -9,6 +9,8 @@ import { ERROR_CODES, MailbusError, errorText } from '../errors.js';
 import { MAX_HEADER_BYTES, MAX_MIME_DEPTH } from '../message/decode.js';
 import { HEADER } from '../message/headers.js';
 import { headerEnd, setHeaders } from '../message/rewrite.js';
+import { checkDkim } from './dkim.js';
+import type { DkimPolicy } from './dkim.js';
 import type { QuarantineVerdict } from './quarantine.js';
 import {
   SEAL_HEADER,
@@ -29,6 +31,8 @@ export interface VerifierOptions {
   group: string;
   /** Every key a signature may be made with; the first also seals retry copies. */
   keys: SigningKey[];
+  /** Require a valid DKIM signature of one of these domains, instead of or besides keys. */
+  dkim?: DkimPolicy;
   /** How far a signature's time may be from this clock, either way, and the replay window. */
   windowMs: number;
   replayGuard: ReplayGuard;
@@ -55,8 +59,8 @@ export class Verifier {
   private readonly accepted = new Map<string, number>();
 
   constructor(private readonly options: VerifierOptions) {
-    if (options.keys.length === 0) {
-      throw new MailbusError(ERROR_CODES.INVALID_OPTION, 'verification needs at least one key');
+    if (options.keys.length === 0 && options.dkim === undefined) {
+      throw new MailbusError(ERROR_CODES.INVALID_OPTION, 'verification needs keys or a DKIM policy');
     }
   }
 
@@ -70,15 +74,30 @@ export class Verifier {
     }
 
     const seal = parsed.headers.get(SEAL_HEADER.toLowerCase());
-    if (seal !== undefined && sealMatches(this.options.keys, seal, this.sealedFromHeader(raw))) {
+    if (seal !== undefined && this.options.keys.length > 0 && sealMatches(this.options.keys, seal, this.sealedFromHeader(raw))) {
       return undefined;
     }
 
-    const verdict = this.checkSignature(parsed);
-    if (verdict !== undefined || context.recovered) {
+    const verdict =
+      this.options.keys.length > 0
+        ? this.checkSignature(parsed)
+        : await checkDkim(raw, this.options.dkim as DkimPolicy);
+    if (verdict !== undefined) {
       return verdict;
     }
-    const id = messageIdOf(parsed) as string;
+    if (this.options.keys.length > 0 && this.options.dkim !== undefined) {
+      const dkim = await checkDkim(raw, this.options.dkim);
+      if (dkim !== undefined) {
+        return dkim;
+      }
+    }
+    if (context.recovered || this.unsealableRetry(parsed)) {
+      return undefined;
+    }
+    const id = messageIdOf(parsed);
+    if (id === undefined) {
+      return { reason: 'dkim', detail: 'a message needs a Message-ID to be checked for replays' };
+    }
     if (this.seenHere(id) || (await this.options.replayGuard(id, this.options.windowMs))) {
       return {
         reason: 'replayed',
@@ -87,6 +106,15 @@ export class Verifier {
     }
     this.accepted.set(id, this.now());
     return undefined;
+  }
+
+  /**
+   * Without keys there is nothing to seal a retry copy with: a copy that says it was attempted
+   * before is let past the replay check (docs/security.md names what this leaves open).
+   */
+  private unsealableRetry(parsed: Parsed): boolean {
+    const attempts = Number.parseInt(parsed.headers.get(HEADER.attempts.toLowerCase()) ?? '', 10);
+    return this.options.keys.length === 0 && attempts > 0;
   }
 
   private now(): number {
@@ -114,7 +142,7 @@ export class Verifier {
 
   /** The message with a seal of the first key, replacing any seal it had. */
   seal(raw: Buffer): Buffer {
-    return setHeaders(raw, this.sealFields(raw));
+    return this.options.keys.length === 0 ? raw : setHeaders(raw, this.sealFields(raw));
   }
 
   private sealFor(raw: Buffer): string {
