@@ -364,7 +364,9 @@ export class Mailbus {
     checkName('group', group);
     const keys = this.verifyKeys;
     const stamp =
-      keys.length === 0 ? undefined : (raw: Buffer) => this.verifier(topic, group, { verify: true }).seal(raw);
+      keys.length === 0
+        ? undefined
+        : (raw: Buffer) => this.verifier(topic, group, { verify: true }).seal(raw);
     return new Quarantine(this.store, topic, group, stamp);
   }
 

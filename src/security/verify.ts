@@ -60,7 +60,10 @@ export class Verifier {
 
   constructor(private readonly options: VerifierOptions) {
     if (options.keys.length === 0 && options.dkim === undefined) {
-      throw new MailbusError(ERROR_CODES.INVALID_OPTION, 'verification needs keys or a DKIM policy');
+      throw new MailbusError(
+        ERROR_CODES.INVALID_OPTION,
+        'verification needs keys or a DKIM policy',
+      );
     }
   }
 
@@ -74,7 +77,11 @@ export class Verifier {
     }
 
     const seal = parsed.headers.get(SEAL_HEADER.toLowerCase());
-    if (seal !== undefined && this.options.keys.length > 0 && sealMatches(this.options.keys, seal, this.sealedFromHeader(raw))) {
+    if (
+      seal !== undefined &&
+      this.options.keys.length > 0 &&
+      sealMatches(this.options.keys, seal, this.sealedFromHeader(raw))
+    ) {
       return undefined;
     }
 

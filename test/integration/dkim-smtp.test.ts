@@ -29,7 +29,7 @@ describe('DKIM through Postfix', () => {
     const topic = uniqueTopic('dkim');
     const shop = dkimKey('shop.example', 'mb2026');
     const stranger = dkimKey('stranger.example', 'sel');
-    const zone = new Map([shop.record, stranger.record]);
+    const zone = new Map<string, string>([shop.record, stranger.record]);
     const lookups: string[] = [];
     const resolver = async (name: string, rrtype: string) => {
       lookups.push(`${rrtype} ${name}`);
