@@ -338,6 +338,7 @@ export class Mailbus {
         DEFAULT_ARCHIVE_RETENTION_MS,
       ),
       verifier,
+      maxMessageBytes: this.maxMessageBytes,
       logger: this.logger,
     });
     this.workers.add(worker);

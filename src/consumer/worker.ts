@@ -16,6 +16,7 @@ import { HEADER } from '../message/headers.js';
 import type { Message } from '../message/message.js';
 import { setHeaders } from '../message/rewrite.js';
 import { quarantinedCopy } from '../security/quarantine.js';
+import type { QuarantineVerdict } from '../security/quarantine.js';
 import type { Verifier } from '../security/verify.js';
 import type { Claim, Claimer, Store } from '../store/store.js';
 import { AckBatch } from './ack-batch.js';
@@ -86,6 +87,8 @@ export interface WorkerOptions {
   topicRetentionMs: number;
   /** Hand the handler only messages this verifier passes; quarantine the others. */
   verifier?: Verifier;
+  /** Quarantine messages larger than this, without decoding them. */
+  maxMessageBytes?: number;
   logger: Logger;
 }
 
@@ -315,33 +318,36 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /**
-   * Decodes a claimed message. One that cannot be decoded will never succeed: it goes to the
-   * dead letters at once, and this resolves with undefined. So does one that fails
-   * verification, which goes to the quarantine instead.
+   * Verifies and decodes a claimed message. One that fails verification, is over the size
+   * limit or cannot be decoded will never succeed: it goes to the quarantine with the reason,
+   * and this resolves with undefined.
    */
   private async decode(
     claimer: Claimer,
     claim: Claim,
     recovered = false,
   ): Promise<Message | undefined> {
-    const { topic, group } = this.options;
-    if (this.options.verifier && (await this.quarantined(claimer, claim, recovered))) {
+    const { topic, group, maxMessageBytes } = this.options;
+    if (maxMessageBytes !== undefined && claim.raw.length > maxMessageBytes) {
+      const detail = `the message is ${claim.raw.length} bytes; the limit is ${maxMessageBytes}`;
+      await this.quarantine(claimer, claim, { reason: 'too-large', detail });
+      return undefined;
+    }
+    const verdict = await this.options.verifier?.check(claim.raw, { recovered });
+    if (verdict !== undefined) {
+      await this.quarantine(claimer, claim, verdict);
       return undefined;
     }
     try {
       return await decodeMessage(claim.raw, { topic, group });
     } catch (err) {
-      await this.deadLetter(claimer, claim, undefined, err);
+      await this.quarantine(claimer, claim, { reason: 'malformed', detail: errorText(err) });
       return undefined;
     }
   }
 
-  /** Verifies a claimed message; moves it to the quarantine and says so when it fails. */
-  private async quarantined(claimer: Claimer, claim: Claim, recovered: boolean) {
-    const verdict = await (this.options.verifier as Verifier).check(claim.raw, { recovered });
-    if (verdict === undefined) {
-      return false;
-    }
+  /** Moves a message that may not reach the handler to the quarantine, with the reason. */
+  private async quarantine(claimer: Claimer, claim: Claim, verdict: QuarantineVerdict) {
     try {
       await claimer.quarantine(claim, quarantinedCopy(claim.raw, verdict));
       this.summary.quarantined += 1;
@@ -355,7 +361,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
     } catch (err) {
       this.warn(err, 'quarantine');
     }
-    return true;
   }
 
   /** Deletes handled messages and dead letters that retention no longer keeps. */

@@ -3,7 +3,7 @@
 // message goes that a verifying consumer may not hand to its handler; it stays there until an
 // operator releases or deletes it, so nothing is lost for failing verification.
 
-import PostalMime from 'postal-mime';
+import PostalMime, { decodeWords } from 'postal-mime';
 import { derivedMessageId } from '../message/decode.js';
 import { HEADER } from '../message/headers.js';
 import { setHeaders } from '../message/rewrite.js';
@@ -22,6 +22,7 @@ export const QUARANTINE_REASONS = [
   'replayed',
   'dkim',
   'malformed',
+  'too-large',
 ] as const;
 
 export type QuarantineReason = (typeof QUARANTINE_REASONS)[number];
@@ -70,7 +71,7 @@ export async function readQuarantined(raw: Buffer): Promise<QuarantineInfo> {
   const first = (name: string) => headers.find((header) => header.key === name)?.value;
 
   const messageId = first('message-id')?.trim().replace(/^<|>$/g, '');
-  const stated = first(QUARANTINE_HEADER.reason.toLowerCase()) ?? '';
+  const stated = decodeWords(first(QUARANTINE_HEADER.reason.toLowerCase()) ?? '');
   const colon = stated.indexOf(':');
   const code = colon === -1 ? stated.trim() : stated.slice(0, colon).trim();
   const reason = (QUARANTINE_REASONS as readonly string[]).includes(code)

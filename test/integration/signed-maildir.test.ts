@@ -96,9 +96,7 @@ describe('signed messages on a Maildir', () => {
       .split('\n')
       .map((line) => JSON.parse(line).payload);
     expect(payloads).toEqual([{ n: 1 }, { n: 2 }]);
-    expect(consumed.stderr).toBe(
-      'mailbus: a message failed verification: see mailbus quarantine\n',
-    );
+    expect(consumed.stderr).toBe('mailbus: a message was quarantined: see mailbus quarantine\n');
 
     const list = await runCli(['quarantine', topic, 'list', '--json'], { env });
     const [entry] = list.stdout

@@ -224,7 +224,7 @@ Examples:
         process.stderr.write(`mailbus: ${id} moved to the dead letters of ${flags.group}\n`);
       }
       if (outcome === 'quarantined') {
-        process.stderr.write(`mailbus: a message failed verification: see mailbus quarantine\n`);
+        process.stderr.write(`mailbus: a message was quarantined: see mailbus quarantine\n`);
       }
     });
     worker.on('warning', (err) => {
