@@ -7,6 +7,7 @@ import PostalMime, { decodeWords } from 'postal-mime';
 import { ERROR_CODES, MailbusError, errorText } from '../errors.js';
 import { BODY_HEADERS, HEADER, OWN_HEADERS } from './headers.js';
 import { headerEnd } from './rewrite.js';
+import { oneLine } from '../text.js';
 import type { AttachmentInfo, Message } from './message.js';
 
 /** The most MIME nesting a message may have; deeper mail is refused, not parsed. */
@@ -83,7 +84,7 @@ function bodyText(content: ArrayBuffer | Uint8Array | string, charset: string): 
   } catch (err) {
     throw new MailbusError(
       ERROR_CODES.INVALID_PAYLOAD,
-      `JSON body is not valid ${charset}: ${errorText(err)}`,
+      `JSON body is not valid ${oneLine(charset)}: ${oneLine(errorText(err))}`,
       { cause: err },
     );
   }
@@ -116,7 +117,7 @@ export async function decodeMessage(raw: Buffer, context: DeliveryContext): Prom
   } catch (err) {
     throw new MailbusError(
       ERROR_CODES.INVALID_PAYLOAD,
-      `message cannot be parsed as MIME: ${errorText(err)}`,
+      `message cannot be parsed as MIME: ${oneLine(errorText(err))}`,
       { cause: err },
     );
   }
@@ -148,7 +149,7 @@ export async function decodeMessage(raw: Buffer, context: DeliveryContext): Prom
     } catch (err) {
       throw new MailbusError(
         ERROR_CODES.INVALID_PAYLOAD,
-        `body is declared application/json but is not valid JSON: ${errorText(err)}`,
+        `body is declared application/json but is not valid JSON: ${oneLine(errorText(err))}`,
         { cause: err },
       );
     }
