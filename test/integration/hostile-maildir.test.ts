@@ -33,7 +33,11 @@ const CORPUS: [string, Buffer, string][] = [
   ['empty', Buffer.alloc(0), 'malformed: the message is empty (0 bytes)'],
   [
     'not-json',
-    Buffer.from(`Message-ID: <not-json@x>\r\n${json}\r\n{"a": 1,,}\r\n`),
+    // It names a reason of its own, which must not survive.
+    Buffer.from(
+      `Message-ID: <not-json@x>\r\nX-Mailbus-Quarantine-Reason: replayed: fake\r\n${json}\r\n` +
+        '{"a": 1,,}\r\n',
+    ),
     'malformed: body is declared application/json but is not valid JSON',
   ],
   [

@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { connect } from '../../src/client.js';
@@ -105,5 +106,12 @@ describe('the quarantine of a group', () => {
     expect(release.stdout).toBe(`released 1 messages into ${topic}/default\n`);
     const after = await runCli(['quarantine', topic, 'list'], { env });
     expect(after.stdout).toBe(`no quarantined messages in ${topic}/default\n`);
+
+    // A planted message whose Subject holds a terminal escape sequence: shown without it.
+    const planted = join(root, 'queue', `.${topic}.default.Quarantine`, 'new', '1.planted.x');
+    writeFileSync(planted, 'Message-ID: <esc@x>\r\nSubject: \x1b]2;owned\x07\x1b[2J\r\n\r\nhi\r\n');
+    const escaped = await runCli(['quarantine', topic, 'show', 'esc@x'], { env });
+    expect(escaped.stdout).toContain('Subject: ?]2;owned??[2J');
+    expect(escaped.stdout.includes('\x1b') || escaped.stdout.includes('\x07')).toBe(false);
   });
 });
