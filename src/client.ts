@@ -23,11 +23,17 @@ import type { ComposedMessage } from './message/compose.js';
 import type { OutgoingMessage } from './message/message.js';
 import { checkName } from './names.js';
 import { DeadLetters } from './admin/dead-letters.js';
+import { Quarantine } from './admin/quarantine.js';
+import { DEFAULT_SIGNATURE_WINDOW_MS, parseKey, parseKeyList } from './security/signature.js';
+import type { SigningKey } from './security/signature.js';
+import { Verifier } from './security/verify.js';
+import { checkDkimPolicy } from './security/dkim.js';
+import type { DkimPolicy } from './security/dkim.js';
 import { DEFAULT_GROUP } from './store/layout.js';
 import { MaildirStore } from './store/maildir/maildir-store.js';
 import { MAX_DEDUP_WINDOW_MS } from './store/store.js';
 import type { GroupStats, Store, SubscribeResult } from './store/store.js';
-import type { SmtpPublisher } from './transport/smtp.js';
+import type { DkimKey, SmtpPublisher } from './transport/smtp.js';
 
 export interface ConnectOptions extends SecretSources {
   /** `maildir:PATH` (the default, ./mailbus-data), `imap://user@host:port` or `imaps://...`. */
@@ -47,6 +53,15 @@ export interface ConnectOptions extends SecretSources {
    * window stores nothing and reports the id (default 5 min; 0 turns it off; at most 1 day).
    */
   dedupWindowMs?: number;
+  /** Sign every published message with this key: `{ id, secret }` or `'id:secret'`. */
+  signingKey?: SigningKey | string;
+  /**
+   * The keys a verifying consumer accepts signatures of (`consume(..., { verify: true })`), as
+   * a list or `'id:secret,id:secret'`. Several at once let keys be rotated without downtime.
+   */
+  verifyKeys?: SigningKey[] | string;
+  /** DKIM-sign what is published through SMTP with this key. */
+  dkim?: DkimKey;
   logger?: Logger;
 }
 
@@ -121,6 +136,18 @@ export interface ConsumeOptions {
   topicRetentionMs?: number;
   /** This consumer's id, naming its in-progress mailbox (default host-pid-random). */
   consumer?: string;
+  /**
+   * Hand the handler only messages signed with one of the client's `verifyKeys`, signed within
+   * `signatureWindowMs` and not seen before within it; quarantine the others.
+   */
+  verify?: boolean;
+  /** How old (or how far ahead) a signature may be, and the replay window (default 5 min). */
+  signatureWindowMs?: number;
+  /**
+   * Hand the handler only messages with a valid DKIM signature of one of these domains;
+   * quarantine the others. With `verify` too, a message must pass both.
+   */
+  requireDkim?: DkimPolicy;
 }
 
 export type { Handler, WorkerSummary };
@@ -183,6 +210,8 @@ export class Mailbus {
   private readonly from: string;
   private readonly maxMessageBytes: number;
   private readonly dedupWindowMs: number;
+  private readonly signingKey: SigningKey | undefined;
+  private readonly verifyKeys: SigningKey[];
   private readonly logger: Logger;
   private readonly workers = new Set<Worker>();
   private closed = false;
@@ -194,6 +223,8 @@ export class Mailbus {
       from: string;
       maxMessageBytes: number;
       dedupWindowMs: number;
+      signingKey?: SigningKey;
+      verifyKeys: SigningKey[];
       logger: Logger;
     },
   ) {
@@ -202,6 +233,8 @@ export class Mailbus {
     this.smtp = options.smtp;
     this.from = options.from;
     this.maxMessageBytes = options.maxMessageBytes;
+    this.signingKey = options.signingKey;
+    this.verifyKeys = options.verifyKeys;
     this.logger = options.logger;
   }
 
@@ -233,6 +266,7 @@ export class Mailbus {
         await composeMessage(topic, message, {
           from: this.from,
           maxMessageBytes: this.maxMessageBytes,
+          signingKey: this.signingKey,
         }),
       );
     }
@@ -300,6 +334,8 @@ export class Mailbus {
     checkName('topic', topic);
     const concurrency = positiveInteger('concurrency', options.concurrency, 1);
     const consumer = checkName('group', options.consumer ?? newConsumerId());
+    const verifier =
+      options.verify || options.requireDkim ? this.verifier(topic, group, options) : undefined;
 
     const claimer = this.groupToConsume(topic, group).then(() =>
       this.store.claimer(topic, group, { consumer }),
@@ -340,6 +376,8 @@ export class Mailbus {
         options.topicRetentionMs,
         DEFAULT_ARCHIVE_RETENTION_MS,
       ),
+      verifier,
+      maxMessageBytes: this.maxMessageBytes,
       logger: this.logger,
     });
     this.workers.add(worker);
@@ -353,6 +391,52 @@ export class Mailbus {
   deadLetters(topic: string, group: string = DEFAULT_GROUP): DeadLetters {
     this.assertOpen();
     return new DeadLetters(this.store, checkName('topic', topic), checkName('group', group));
+  }
+
+  /**
+   * The quarantine of a group: list, show and release what failed verification. When the
+   * client has verification keys, a released message is sealed with the first, so that
+   * verifying consumers hand it to their handler; without keys it is checked again.
+   */
+  quarantine(topic: string, group: string = DEFAULT_GROUP): Quarantine {
+    this.assertOpen();
+    checkName('topic', topic);
+    checkName('group', group);
+    const keys = this.verifyKeys;
+    const stamp =
+      keys.length === 0
+        ? undefined
+        : (raw: Buffer) => this.verifier(topic, group, { verify: true }).seal(raw);
+    return new Quarantine(this.store, topic, group, stamp);
+  }
+
+  private verifier(topic: string, group: string, options: ConsumeOptions): Verifier {
+    if (options.verify && this.verifyKeys.length === 0) {
+      throw new MailbusError(
+        ERROR_CODES.INVALID_OPTION,
+        'verifying needs keys: give verifyKeys to connect() (MAILBUS_VERIFY_KEYS)',
+      );
+    }
+    const windowMs = positiveMs(
+      'signatureWindowMs',
+      options.signatureWindowMs,
+      DEFAULT_SIGNATURE_WINDOW_MS,
+    );
+    if (windowMs < 1000) {
+      // Signature times are whole seconds: a shorter window would refuse fresh messages.
+      throw new MailbusError(
+        ERROR_CODES.INVALID_OPTION,
+        `signatureWindowMs must be at least 1000, not ${windowMs}`,
+      );
+    }
+    return new Verifier({
+      topic,
+      group,
+      keys: options.verify ? this.verifyKeys : [],
+      dkim: options.requireDkim && checkDkimPolicy(options.requireDkim),
+      windowMs,
+      replayGuard: (id, windowMs) => this.store.acceptId(topic, group, id, windowMs),
+    });
   }
 
   /**
@@ -423,6 +507,14 @@ export class Mailbus {
 export async function connect(options: ConnectOptions = {}): Promise<Mailbus> {
   const logger = options.logger ?? silentLogger;
   const config = parseStoreUrl(options.url, options);
+  const signingKey =
+    typeof options.signingKey === 'string'
+      ? parseKey(options.signingKey, 'signingKey')
+      : options.signingKey;
+  const verifyKeys =
+    typeof options.verifyKeys === 'string'
+      ? parseKeyList(options.verifyKeys, 'verifyKeys')
+      : (options.verifyKeys ?? []);
   const maxMessageBytes = positiveInteger(
     'maxMessageBytes',
     options.maxMessageBytes,
@@ -453,7 +545,11 @@ export async function connect(options: ConnectOptions = {}): Promise<Mailbus> {
       );
     }
     const { SmtpPublisher } = await import('./transport/smtp.js');
-    smtp = new SmtpPublisher(parseSmtpUrl(options.smtpUrl, options), { address, logger });
+    smtp = new SmtpPublisher(parseSmtpUrl(options.smtpUrl, options), {
+      address,
+      dkim: options.dkim,
+      logger,
+    });
   }
 
   logger.info({
@@ -479,6 +575,8 @@ export async function connect(options: ConnectOptions = {}): Promise<Mailbus> {
     from: options.from ?? defaultFrom(),
     maxMessageBytes,
     dedupWindowMs,
+    signingKey,
+    verifyKeys,
     logger,
   });
 }

@@ -21,6 +21,11 @@ export {
 } from './consumer/errors.js';
 export { DeadLetters } from './admin/dead-letters.js';
 export type { DeadLetter, DeadLetterDetail } from './admin/dead-letters.js';
+export { Quarantine } from './admin/quarantine.js';
+export type { QuarantinedDetail, QuarantinedMessage } from './admin/quarantine.js';
+export type { QuarantineReason } from './security/quarantine.js';
+export { canonicalForm, payloadDigest, signatureValue } from './security/signature.js';
+export type { SignedFields, SigningKey } from './security/signature.js';
 export type { WorkerSummary, StopReason } from './consumer/worker.js';
 export { ERROR_CODES, LeaseLostError, MailbusError, isMailbusError } from './errors.js';
 export type { ErrorCode } from './errors.js';

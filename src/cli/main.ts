@@ -8,6 +8,7 @@ import { registerConsume } from './commands/consume.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDlq } from './commands/dlq.js';
 import { registerPublish } from './commands/publish.js';
+import { registerQuarantine } from './commands/quarantine.js';
 import { registerStats } from './commands/stats.js';
 import { registerSubscribe } from './commands/subscribe.js';
 
@@ -38,6 +39,8 @@ Environment:
   MAILBUS_PASSWORD_FILE  a file whose first line is the password
   MAILBUS_TLS_CA         a CA certificate (PEM) to trust
   MAILBUS_ADDRESS        the queue account address, for SMTP
+  MAILBUS_SIGNING_KEY    publish: sign messages with KEY-ID:SECRET
+  MAILBUS_VERIFY_KEYS    consume --verify, quarantine: KEY-ID:SECRET,KEY-ID:SECRET
   MAILBUS_LOG_LEVEL      debug, info, warn or error: JSON log lines on stderr`,
     );
   registerPublish(root);
@@ -45,6 +48,7 @@ Environment:
   registerSubscribe(root);
   registerStats(root);
   registerDlq(root);
+  registerQuarantine(root);
   registerDemo(root);
   for (const command of root.commands) {
     command.exitOverride();

@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import type { ConnectOptions, StartPoint } from '../client.js';
 import { ERROR_CODES, MailbusError } from '../errors.js';
 import { stderrLogger } from '../log.js';
+import { readKeyFile } from '../security/signature.js';
 
 /** The options every command that connects shares. */
 export interface GlobalFlags {
@@ -16,6 +17,10 @@ export interface GlobalFlags {
   insecureTls?: boolean;
   fsync: boolean;
   logLevel?: string;
+  /** publish: sign with the key in this file (KEY-ID:SECRET). */
+  signingKeyFile?: string;
+  /** consume, quarantine: the verification keys in this file, one KEY-ID:SECRET a line. */
+  verifyKeysFile?: string;
 }
 
 export function addConnectionFlags(command: Command): Command {
@@ -53,8 +58,23 @@ export function connectOptions(flags: GlobalFlags): ConnectOptions {
     tlsCaFile: flags.tlsCa ?? env.MAILBUS_TLS_CA,
     insecureTls: flags.insecureTls ?? false,
     noFsync: !flags.fsync,
+    signingKey: keyText(flags.signingKeyFile, 'MAILBUS_SIGNING_KEY', '--signing-key-file'),
+    verifyKeys: keyText(flags.verifyKeysFile, 'MAILBUS_VERIFY_KEYS', '--verify-keys-file'),
     logger: stderrLogger(logLevel),
   };
+}
+
+/** Key text from a file (the flag wins) or the environment; undefined when neither has one. */
+function keyText(file: string | undefined, variable: string, flag: string): string | undefined {
+  if (file !== undefined) {
+    return readKeyFile(file).trim() || emptyKeys(flag, file);
+  }
+  const value = process.env[variable]?.trim();
+  return value ? value : undefined;
+}
+
+function emptyKeys(flag: string, file: string): never {
+  throw invalid(`${flag} ${file} holds no key`);
 }
 
 function invalid(message: string): MailbusError {

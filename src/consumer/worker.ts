@@ -16,6 +16,9 @@ import { decodeMessage, derivedMessageId } from '../message/decode.js';
 import { HEADER } from '../message/headers.js';
 import type { Message } from '../message/message.js';
 import { setHeaders } from '../message/rewrite.js';
+import { quarantinedCopy } from '../security/quarantine.js';
+import type { QuarantineVerdict } from '../security/quarantine.js';
+import type { Verifier } from '../security/verify.js';
 import type { Claim, Claimer, Store } from '../store/store.js';
 import { AckBatch } from './ack-batch.js';
 import { backoffMs } from './backoff.js';
@@ -85,6 +88,10 @@ export interface WorkerOptions {
   deadRetentionMs: number;
   /** How long the topic's inbox keeps its copies; Infinity keeps them. */
   topicRetentionMs: number;
+  /** Hand the handler only messages this verifier passes; quarantine the others. */
+  verifier?: Verifier;
+  /** Quarantine messages larger than this, without decoding them. */
+  maxMessageBytes?: number;
   logger: Logger;
 }
 
@@ -99,6 +106,8 @@ export interface WorkerSummary {
   deadLettered: number;
   /** Messages taken over from workers whose lease had expired. */
   recovered: number;
+  /** Messages that failed verification and were moved to the group's quarantine. */
+  quarantined: number;
   reason: StopReason;
 }
 
@@ -106,8 +115,10 @@ export interface WorkerEvents {
   /** Non-fatal trouble: a claim or ack that failed; the worker carries on. */
   warning: [error: Error];
   /** A message was settled. */
-  settled: [message: Message | undefined, outcome: 'acked' | 'failed' | 'dead'];
+  settled: [message: Message | undefined, outcome: Outcome];
 }
+
+export type Outcome = 'acked' | 'failed' | 'dead' | 'quarantined';
 
 export class Worker extends EventEmitter<WorkerEvents> {
   readonly id: string;
@@ -134,6 +145,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     failed: 0,
     deadLettered: 0,
     recovered: 0,
+    quarantined: 0,
     reason: 'closed',
   };
   private readonly timers: NodeJS.Timeout[] = [];
@@ -294,7 +306,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async settleRecovered(claimer: Claimer, claim: Claim, error: Error): Promise<void> {
-    const message = await this.decode(claimer, claim);
+    const message = await this.decode(claimer, claim, true);
     if (message !== undefined) {
       await this.fail(claimer, claim, message, error);
     }
@@ -309,16 +321,48 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /**
-   * Decodes a claimed message. One that cannot be decoded will never succeed: it goes to the
-   * dead letters at once, and this resolves with undefined.
+   * Verifies and decodes a claimed message. One that fails verification, is over the size
+   * limit or cannot be decoded will never succeed: it goes to the quarantine with the reason,
+   * and this resolves with undefined.
    */
-  private async decode(claimer: Claimer, claim: Claim): Promise<Message | undefined> {
-    const { topic, group } = this.options;
+  private async decode(
+    claimer: Claimer,
+    claim: Claim,
+    recovered = false,
+  ): Promise<Message | undefined> {
+    const { topic, group, maxMessageBytes } = this.options;
+    if (maxMessageBytes !== undefined && claim.raw.length > maxMessageBytes) {
+      const detail = `the message is ${claim.raw.length} bytes; the limit is ${maxMessageBytes}`;
+      await this.quarantine(claimer, claim, { reason: 'too-large', detail });
+      return undefined;
+    }
+    const verdict = await this.options.verifier?.check(claim.raw, { recovered });
+    if (verdict !== undefined) {
+      await this.quarantine(claimer, claim, verdict);
+      return undefined;
+    }
     try {
       return await decodeMessage(claim.raw, { topic, group });
     } catch (err) {
-      await this.deadLetter(claimer, claim, undefined, err);
+      await this.quarantine(claimer, claim, { reason: 'malformed', detail: errorText(err) });
       return undefined;
+    }
+  }
+
+  /** Moves a message that may not reach the handler to the quarantine, with the reason. */
+  private async quarantine(claimer: Claimer, claim: Claim, verdict: QuarantineVerdict) {
+    try {
+      await claimer.quarantine(claim, quarantinedCopy(claim.raw, verdict));
+      this.summary.quarantined += 1;
+      this.logger.warn({
+        event: 'message.quarantined',
+        id: derivedMessageId(claim.raw),
+        reason: verdict.reason,
+        detail: verdict.detail,
+      });
+      this.settle(undefined, 'quarantined');
+    } catch (err) {
+      this.warn(err, 'quarantine');
     }
   }
 
@@ -406,11 +450,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await this.deadLetter(claimer, claim, message, err);
       return;
     }
-    const raw = setHeaders(claim.raw, {
+    const retry = setHeaders(claim.raw, {
       [HEADER.attempts]: String(message.attempt),
       [HEADER.lastError]: errorText(err),
       ...missingMessageId(message),
     });
+    // A verified message keeps its signature, whose time will be old by the next attempt: the
+    // seal says that this consumer already accepted it.
+    const raw = this.options.verifier ? this.options.verifier.seal(retry) : retry;
     const { backoffMs: firstMs, maxBackoffMs } = this.options;
     const delayMs =
       err instanceof RetryError ? err.delayMs : backoffMs(message.attempt, firstMs, maxBackoffMs);
@@ -438,7 +485,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
       id: message?.id ?? derivedMessageId(claim.raw),
       attempts: message?.attempt ?? 1,
       error: errorText(err),
-      original: claim.raw,
+      // A verified message is sealed, so that a replay from the dead letters is accepted.
+      original:
+        this.options.verifier && message ? this.options.verifier.seal(claim.raw) : claim.raw,
     });
     try {
       await claimer.deadLetter(claim, raw);
@@ -450,7 +499,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
   }
 
-  private settle(message: Message | undefined, outcome: 'acked' | 'failed' | 'dead'): void {
+  private settle(message: Message | undefined, outcome: Outcome): void {
     this.emit('settled', message, outcome);
   }
 

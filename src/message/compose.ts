@@ -6,6 +6,8 @@ import { hostname } from 'node:os';
 import MimeNode from 'nodemailer/lib/mime-node';
 import { ERROR_CODES, MailbusError, errorText } from '../errors.js';
 import { checkKey, checkName } from '../names.js';
+import { payloadDigest, signatureValue } from '../security/signature.js';
+import type { SigningKey } from '../security/signature.js';
 import { HEADER, checkHeader } from './headers.js';
 import type { OutgoingMessage, Priority } from './message.js';
 
@@ -30,6 +32,8 @@ export interface ComposeOptions {
   /** The From field: who published. */
   from: string;
   maxMessageBytes: number;
+  /** Sign the message with this key (X-Mailbus-Signature). */
+  signingKey?: SigningKey;
 }
 
 /** A message ready to store: its text and the facts a store needs without parsing it again. */
@@ -154,6 +158,17 @@ export async function composeMessage(
   }
   if (priority === 'high') {
     node.setHeader(HEADER.priority, 'high');
+  }
+  if (options.signingKey !== undefined) {
+    const fields = {
+      id,
+      topic,
+      timestamp: Math.floor(Date.now() / 1000),
+      // The key as a reader gets it back: decoded and trimmed.
+      key: key?.trim() ?? '',
+      digest: payloadDigest(json),
+    };
+    node.setHeader(HEADER.signature, signatureValue(options.signingKey, fields));
   }
   for (const [name, value] of Object.entries(message.headers ?? {})) {
     node.setHeader(...checkHeader(name, value));

@@ -6,6 +6,8 @@ import { createHash } from 'node:crypto';
 import PostalMime, { decodeWords } from 'postal-mime';
 import { ERROR_CODES, MailbusError, errorText } from '../errors.js';
 import { BODY_HEADERS, HEADER, OWN_HEADERS } from './headers.js';
+import { headerEnd } from './rewrite.js';
+import { oneLine } from '../text.js';
 import type { AttachmentInfo, Message } from './message.js';
 
 /** The most MIME nesting a message may have; deeper mail is refused, not parsed. */
@@ -13,6 +15,9 @@ export const MAX_MIME_DEPTH = 32;
 
 /** The most header bytes, across all parts, that a message may have. */
 export const MAX_HEADER_BYTES = 1024 * 1024;
+
+/** The most header fields the top of a message may have: ordinary mail has a few dozen. */
+export const MAX_HEADER_FIELDS = 1000;
 
 /** Where the message was found: the store knows these better than the message does. */
 export interface DeliveryContext {
@@ -27,6 +32,36 @@ export const DERIVED_ID_DOMAIN = 'derived.mailbus';
 export function derivedMessageId(raw: Buffer): string {
   const digest = createHash('sha256').update(raw).digest('hex').slice(0, 32);
   return `${digest}@${DERIVED_ID_DOMAIN}`;
+}
+
+/** Refuses, before parsing, mail that is empty or has more header fields than the limit. */
+function checkShape(raw: Buffer): void {
+  if (raw.length === 0 || (raw.length < 4096 && raw.toString('latin1').trim() === '')) {
+    throw new MailbusError(
+      ERROR_CODES.INVALID_PAYLOAD,
+      `the message is empty (${raw.length} bytes)`,
+    );
+  }
+  const { end } = headerEnd(raw);
+  let fields = 0;
+  let lineStart = 0;
+  while (lineStart < end) {
+    // A line that starts with white space continues the field above it.
+    if (raw[lineStart] !== 0x20 && raw[lineStart] !== 0x09) {
+      fields += 1;
+    }
+    if (fields > MAX_HEADER_FIELDS) {
+      throw new MailbusError(
+        ERROR_CODES.INVALID_PAYLOAD,
+        `the message has more than ${MAX_HEADER_FIELDS} header fields`,
+      );
+    }
+    const lineEnd = raw.indexOf(0x0a, lineStart);
+    if (lineEnd === -1) {
+      break;
+    }
+    lineStart = lineEnd + 1;
+  }
 }
 
 function stripAngles(value: string): string {
@@ -49,7 +84,7 @@ function bodyText(content: ArrayBuffer | Uint8Array | string, charset: string): 
   } catch (err) {
     throw new MailbusError(
       ERROR_CODES.INVALID_PAYLOAD,
-      `JSON body is not valid ${charset}: ${errorText(err)}`,
+      `JSON body is not valid ${oneLine(charset)}: ${oneLine(errorText(err))}`,
       { cause: err },
     );
   }
@@ -72,6 +107,7 @@ function charsetOf(contentType: string): string {
  * handled, and the caller dead-letters it with the error as the reason.
  */
 export async function decodeMessage(raw: Buffer, context: DeliveryContext): Promise<Message> {
+  checkShape(raw);
   let email;
   try {
     email = await PostalMime.parse(raw, {
@@ -81,7 +117,7 @@ export async function decodeMessage(raw: Buffer, context: DeliveryContext): Prom
   } catch (err) {
     throw new MailbusError(
       ERROR_CODES.INVALID_PAYLOAD,
-      `message cannot be parsed as MIME: ${errorText(err)}`,
+      `message cannot be parsed as MIME: ${oneLine(errorText(err))}`,
       { cause: err },
     );
   }
@@ -113,7 +149,7 @@ export async function decodeMessage(raw: Buffer, context: DeliveryContext): Prom
     } catch (err) {
       throw new MailbusError(
         ERROR_CODES.INVALID_PAYLOAD,
-        `body is declared application/json but is not valid JSON: ${errorText(err)}`,
+        `body is declared application/json but is not valid JSON: ${oneLine(errorText(err))}`,
         { cause: err },
       );
     }

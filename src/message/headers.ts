@@ -10,6 +10,12 @@ export const HEADER = {
   attempts: 'X-Mailbus-Attempts',
   lastError: 'X-Mailbus-Last-Error',
   priority: 'X-Mailbus-Priority',
+  /** A publisher's HMAC signature (security/signature.ts). */
+  signature: 'X-Mailbus-Signature',
+  /** A consumer's or operator's seal on a copy of an accepted or released message. */
+  seal: 'X-Mailbus-Seal',
+  quarantineReason: 'X-Mailbus-Quarantine-Reason',
+  quarantinedAt: 'X-Mailbus-Quarantined-At',
 } as const;
 
 /** Our header fields in lower case, as parsers report them. */

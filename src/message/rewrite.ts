@@ -7,7 +7,8 @@ import { encodeWords, foldLines } from 'nodemailer/lib/mime-funcs';
 /** Longest error text kept in a message: enough for a stack trace's first lines. */
 export const LAST_ERROR_MAX_LENGTH = 1000;
 
-function headerEnd(raw: Buffer): { end: number; eol: string } {
+/** Where the header of a message ends (after its last line break), and its line ending. */
+export function headerEnd(raw: Buffer): { end: number; eol: string } {
   const crlf = raw.indexOf('\r\n\r\n');
   const lf = raw.indexOf('\n\n');
   if (crlf !== -1 && (lf === -1 || crlf < lf)) {

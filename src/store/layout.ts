@@ -10,6 +10,7 @@
 //   orders.default.Turns                 IMAP only: which message holds each ordering key's turn
 //   orders.default.Archive               handled messages, flagged \Seen
 //   orders.default.Junk                  dead letters
+//   orders.default.Quarantine            messages that failed verification, kept for an operator
 //
 // "." stands for the account's hierarchy delimiter: "." in Maildir++ (and Dovecot's default),
 // often "/" on other IMAP servers.
@@ -24,6 +25,7 @@ export const GROUP_FOLDERS = {
   turns: 'Turns',
   archive: 'Archive',
   junk: 'Junk',
+  quarantine: 'Quarantine',
 } as const;
 
 export const DEFAULT_GROUP = 'default';
@@ -64,6 +66,10 @@ export class Layout {
     return this.join(this.group(topic, group), GROUP_FOLDERS.junk);
   }
 
+  quarantine(topic: string, group: string): string {
+    return this.join(this.group(topic, group), GROUP_FOLDERS.quarantine);
+  }
+
   /**
    * Reads a mailbox name back: the topic and group it belongs to, and what it holds. Returns
    * undefined for mailboxes that are not part of a queue (INBOX, Sent, a person's folders).
@@ -89,6 +95,9 @@ export class Layout {
     if (parts.length === 3 && folder === GROUP_FOLDERS.junk) {
       return { role: 'junk', topic, group };
     }
+    if (parts.length === 3 && folder === GROUP_FOLDERS.quarantine) {
+      return { role: 'quarantine', topic, group };
+    }
     if (parts.length === 3 && folder === GROUP_FOLDERS.scheduled) {
       return { role: 'scheduled', topic, group };
     }
@@ -105,7 +114,11 @@ export class Layout {
 
 export type MailboxRole =
   | { role: 'topic'; topic: string }
-  | { role: 'group' | 'scheduled' | 'archive' | 'junk'; topic: string; group: string }
+  | {
+      role: 'group' | 'scheduled' | 'archive' | 'junk' | 'quarantine';
+      topic: string;
+      group: string;
+    }
   | { role: 'in-progress'; topic: string; group: string; consumer?: string };
 
 function isName(kind: 'topic' | 'group', name: string): boolean {

@@ -35,6 +35,12 @@ export interface Store {
    */
   storedIds(topic: string, ids: string[], windowMs: number): Promise<Set<string>>;
 
+  /**
+   * Records that a verifying consumer of the group accepted the message `id` now; resolves with
+   * whether it had already been accepted within the last `windowMs` (a replay).
+   */
+  acceptId(topic: string, group: string, id: string, windowMs: number): Promise<boolean>;
+
   /** A claimer hands out a group's messages to one consumer. */
   claimer(topic: string, group: string, options: ClaimerOptions): Promise<Claimer>;
 
@@ -87,7 +93,8 @@ export interface ClaimerOptions {
 }
 
 /** The folders of a group that hold messages, and the topic's own inbox. */
-export type Folder = 'waiting' | 'scheduled' | 'in-flight' | 'archive' | 'junk' | 'topic';
+export type Folder =
+  'waiting' | 'scheduled' | 'in-flight' | 'archive' | 'junk' | 'quarantine' | 'topic';
 
 /** A folder of one group; for `topic`, the group is ignored. */
 export interface Place {
@@ -154,6 +161,12 @@ export interface Claimer {
   deadLetter(claim: Claim, raw: Buffer): Promise<void>;
 
   /**
+   * Moves a message that failed verification to the group's quarantine mailbox, as `raw` (the
+   * original with the reason added to its header). Nothing that fails verification is deleted.
+   */
+  quarantine(claim: Claim, raw: Buffer): Promise<void>;
+
+  /**
    * Records that this consumer is alive. Its claims stay its own for as long as its last
    * heartbeat is younger than the lease other consumers of the group apply in recover().
    */
@@ -183,6 +196,8 @@ export interface GroupStats {
   handled: number;
   /** Dead letters. */
   dead: number;
+  /** Messages that failed verification, kept for an operator. */
+  quarantined: number;
 }
 
 /** Backfilling is for a new group: one that exists has had its own copies since it was made. */

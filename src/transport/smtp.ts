@@ -136,7 +136,17 @@ function retryDelayMs(attempt: number): number {
 export interface SmtpPublisherOptions {
   /** The queue account's address, `local@domain`: the envelope sender and the base of the rest. */
   address: string;
+  /** DKIM-sign every message with this key (nodemailer signs the bytes as they are sent). */
+  dkim?: DkimKey;
   logger: Logger;
+}
+
+/** A DKIM signing key: the public half is published as TXT at SELECTOR._domainkey.DOMAIN. */
+export interface DkimKey {
+  domainName: string;
+  keySelector: string;
+  /** The private key, PEM. */
+  privateKey: string;
 }
 
 export class SmtpPublisher {
@@ -173,6 +183,7 @@ export class SmtpPublisher {
       greetingTimeout: SMTP_GREETING_TIMEOUT_MS,
       socketTimeout: SMTP_SOCKET_TIMEOUT_MS,
       logger: false,
+      dkim: options.dkim,
     });
   }
 

@@ -82,14 +82,23 @@ describe('the command line on a Maildir', () => {
     const stats = await runCli(['stats', topic, '--json'], { env });
     expect(JSON.parse(stats.stdout)).toEqual({
       groups: [
-        { topic, group: 'billing', waiting: 0, scheduled: 0, inFlight: 0, handled: 1, dead: 0 },
+        {
+          topic,
+          group: 'billing',
+          waiting: 0,
+          scheduled: 0,
+          inFlight: 0,
+          handled: 1,
+          dead: 0,
+          quarantined: 0,
+        },
       ],
     });
     const table = await runCli(['stats', topic], { env });
     expect(table.stdout).toMatch(
-      /TOPIC\s+GROUP\s+WAITING\s+SCHEDULED\s+IN FLIGHT\s+HANDLED\s+DEAD/,
+      /TOPIC\s+GROUP\s+WAITING\s+SCHEDULED\s+IN FLIGHT\s+HANDLED\s+DEAD\s+QUARANTINED/,
     );
-    expect(table.stdout).toMatch(new RegExp(`${topic}\\s+billing\\s+0\\s+0\\s+0\\s+1\\s+0`));
+    expect(table.stdout).toMatch(new RegExp(`${topic}\\s+billing\\s+0\\s+0\\s+0\\s+1\\s+0\\s+0`));
   });
 
   it('subscribes a group from earliest, from a time or from now', async () => {

@@ -73,6 +73,7 @@ async function compete(options: ConnectOptions, env: NodeJS.ProcessEnv): Promise
         inFlight: 0,
         handled: MESSAGES,
         dead: 0,
+        quarantined: 0,
       },
     ]);
   } finally {

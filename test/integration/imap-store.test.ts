@@ -171,8 +171,26 @@ describe('IMAP store on Dovecot', () => {
     await store.append(topic, messages);
 
     expect(await store.stats(topic)).toEqual([
-      { topic, group: 'audit', waiting: 3, scheduled: 0, inFlight: 0, handled: 0, dead: 0 },
-      { topic, group: 'default', waiting: 3, scheduled: 0, inFlight: 0, handled: 0, dead: 0 },
+      {
+        topic,
+        group: 'audit',
+        waiting: 3,
+        scheduled: 0,
+        inFlight: 0,
+        handled: 0,
+        dead: 0,
+        quarantined: 0,
+      },
+      {
+        topic,
+        group: 'default',
+        waiting: 3,
+        scheduled: 0,
+        inFlight: 0,
+        handled: 0,
+        dead: 0,
+        quarantined: 0,
+      },
     ]);
 
     const claimer = await store.claimer(topic, 'default', { consumer: 'w1' });
@@ -190,6 +208,7 @@ describe('IMAP store on Dovecot', () => {
       inFlight: 0,
       handled: 3,
       dead: 0,
+      quarantined: 0,
     });
 
     const client = await inspector();
@@ -473,7 +492,16 @@ describe('IMAP store on Dovecot', () => {
       proxy = await startProxy(mailServers().imapPort, undefined, port);
       const started = Date.now();
       expect(await store.stats(topic)).toEqual([
-        { topic, group: 'default', waiting: 0, scheduled: 0, inFlight: 0, handled: 0, dead: 0 },
+        {
+          topic,
+          group: 'default',
+          waiting: 0,
+          scheduled: 0,
+          inFlight: 0,
+          handled: 0,
+          dead: 0,
+          quarantined: 0,
+        },
       ]);
       expect(Date.now() - started).toBeLessThan(RECONNECT_MAX_DELAY_MS);
     } finally {

@@ -39,8 +39,26 @@ describe('a Maildir filled by mailbus, served by Dovecot', () => {
     const localStats = await local.stats(topic);
     await local.close();
     expect(localStats).toEqual([
-      { topic, group: 'audit', waiting: 0, scheduled: 0, inFlight: 0, handled: 4, dead: 0 },
-      { topic, group: 'default', waiting: 3, scheduled: 0, inFlight: 0, handled: 0, dead: 1 },
+      {
+        topic,
+        group: 'audit',
+        waiting: 0,
+        scheduled: 0,
+        inFlight: 0,
+        handled: 4,
+        dead: 0,
+        quarantined: 0,
+      },
+      {
+        topic,
+        group: 'default',
+        waiting: 3,
+        scheduled: 0,
+        inFlight: 0,
+        handled: 0,
+        dead: 1,
+        quarantined: 0,
+      },
     ]);
 
     const user = `viewer-${randomBytes(3).toString('hex')}`;
@@ -67,6 +85,7 @@ describe('a Maildir filled by mailbus, served by Dovecot', () => {
           `${topic}.default`,
           `${topic}.default.Archive`,
           `${topic}.default.Junk`,
+          `${topic}.default.Quarantine`,
         ]),
       );
       const count = async (path: string) => {

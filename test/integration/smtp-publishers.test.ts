@@ -142,6 +142,7 @@ describe('mail from other publishers through Postfix', () => {
           inFlight: 0,
           handled: count,
           dead: 0,
+          quarantined: 0,
         })),
       );
     } finally {

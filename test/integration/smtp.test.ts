@@ -145,8 +145,26 @@ describe('SMTP publisher through Postfix', () => {
       const counts = await waitForCounts([topic, `${topic}.default`, `${topic}.billing`], 2);
       expect(counts).toEqual({ [topic]: 2, [`${topic}.default`]: 2, [`${topic}.billing`]: 2 });
       expect(await store.stats(topic)).toEqual([
-        { topic, group: 'billing', waiting: 2, scheduled: 0, inFlight: 0, handled: 0, dead: 0 },
-        { topic, group: 'default', waiting: 2, scheduled: 0, inFlight: 0, handled: 0, dead: 0 },
+        {
+          topic,
+          group: 'billing',
+          waiting: 2,
+          scheduled: 0,
+          inFlight: 0,
+          handled: 0,
+          dead: 0,
+          quarantined: 0,
+        },
+        {
+          topic,
+          group: 'default',
+          waiting: 2,
+          scheduled: 0,
+          inFlight: 0,
+          handled: 0,
+          dead: 0,
+          quarantined: 0,
+        },
       ]);
 
       // What arrived is what was sent, below the trace fields the servers add.

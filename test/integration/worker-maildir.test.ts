@@ -53,6 +53,7 @@ describe('a worker on the Maildir store', () => {
       failed: 0,
       deadLettered: 0,
       recovered: 0,
+      quarantined: 0,
       reason: 'max',
     });
     expect([...seen].sort((a, b) => a - b)).toEqual(payloads.map((p) => p.payload.n));
@@ -125,7 +126,7 @@ describe('a worker on the Maildir store', () => {
     expect(text).toContain('"poison": "\\u00fcn\\u00ef"');
   });
 
-  it('dead-letters at once a message whose JSON body is broken, and carries on', async () => {
+  it('quarantines at once a message whose JSON body is broken, and carries on', async () => {
     await open();
     const topic = uniqueTopic('broken');
     await bus.subscribe(topic, 'default');
@@ -137,9 +138,12 @@ describe('a worker on the Maildir store', () => {
     const worker = bus.consume(topic, (message) => void handled.push(message.payload), {
       maxMessages: 2,
     });
-    expect(await worker.done).toMatchObject({ handled: 1, deadLettered: 1 });
+    expect(await worker.done).toMatchObject({ handled: 1, deadLettered: 0, quarantined: 1 });
     expect(handled).toEqual([{ fine: true }]);
-    expect(statsOf(await bus.stats(topic))).toMatchObject({ dead: 1, handled: 1, waiting: 0 });
+    expect(statsOf(await bus.stats(topic))).toMatchObject({ dead: 0, handled: 1, waiting: 0 });
+    const [kept] = await bus.quarantine(topic).list();
+    expect(kept).toMatchObject({ id: 'b1@test', reason: 'malformed' });
+    expect(kept?.detail).toMatch(/^body is declared application\/json but is not valid JSON/);
   });
 
   it('hands back claimed but unstarted messages when it closes', async () => {

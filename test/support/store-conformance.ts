@@ -61,7 +61,16 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
       expect(await store.listGroups(topic)).toEqual(['default']);
       expect(await store.listTopics()).toContain(topic);
       expect(await store.stats(topic)).toEqual([
-        { topic, group: 'default', waiting: 2, scheduled: 0, inFlight: 0, handled: 0, dead: 0 },
+        {
+          topic,
+          group: 'default',
+          waiting: 2,
+          scheduled: 0,
+          inFlight: 0,
+          handled: 0,
+          dead: 0,
+          quarantined: 0,
+        },
       ]);
 
       const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
@@ -128,6 +137,49 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
       const [claim] = await claimAll(claimer, 1);
       await claimer.deadLetter(claim as Claim, Buffer.from('Subject: report\r\n\r\nfailed\r\n'));
       expect((await store.stats(topic))[0]).toMatchObject({ waiting: 0, inFlight: 0, dead: 1 });
+      await claimer.close();
+    });
+
+    it('quarantines a message, lists it in quarantine and restores it to the group', async () => {
+      const store = await open();
+      const topic = uniqueTopic('quarantine');
+      const [message] = await compose(topic, [{ payload: 'forged' }]);
+      await store.append(topic, [message as ComposedMessage]);
+      const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
+      const [claim] = await claimAll(claimer, 1);
+      const kept = Buffer.concat([Buffer.from('X-Reason: test\r\n'), (claim as Claim).raw]);
+      await claimer.quarantine(claim as Claim, kept);
+      expect((await store.stats(topic))[0]).toMatchObject({
+        waiting: 0,
+        inFlight: 0,
+        dead: 0,
+        quarantined: 1,
+      });
+
+      const place = { topic, group: 'default', folder: 'quarantine' as const };
+      const [stored] = await store.list(place);
+      expect(stored?.raw.toString('latin1')).toBe(kept.toString('latin1'));
+      await store.restore(topic, 'default', (claim as Claim).raw);
+      expect(await store.remove(place, [stored?.ref as string])).toBe(1);
+      expect((await store.stats(topic))[0]).toMatchObject({ waiting: 1, quarantined: 0 });
+      await claimer.close();
+    });
+
+    it('tells a replayed id from a fresh one within the window', async () => {
+      const store = await open();
+      const topic = uniqueTopic('replay');
+      await store.ensureTopic(topic);
+      const [message] = await compose(topic, [{ payload: 1, id: 'once-only' }]);
+      const id = (message as ComposedMessage).id;
+      expect(await store.acceptId(topic, 'default', 'never-seen@mailbus', 60_000)).toBe(false);
+
+      // The first acceptance: on IMAP, the message must have been handled (archived) too.
+      await store.append(topic, [message as ComposedMessage]);
+      const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
+      const claims = await claimAll(claimer, 1);
+      expect(await store.acceptId(topic, 'default', id, 60_000)).toBe(false);
+      await claimer.ack(claims);
+      expect(await store.acceptId(topic, 'default', id, 60_000)).toBe(true);
       await claimer.close();
     });
 

@@ -29,6 +29,8 @@ interface ConsumeFlags extends GlobalFlags {
   timeout?: number;
   archiveRetention?: number;
   deadRetention?: number;
+  verify?: boolean;
+  signatureWindow?: number;
 }
 
 /** Most bytes of a failed command's stderr kept as the attempt's error. */
@@ -40,6 +42,8 @@ const SECRET_VARIABLES = [
   'MAILBUS_SMTP_URL',
   'MAILBUS_PASSWORD',
   'MAILBUS_PASSWORD_FILE',
+  'MAILBUS_SIGNING_KEY',
+  'MAILBUS_VERIFY_KEYS',
 ];
 
 /** The payload as a command reads it: text as it is, anything else as compact JSON. */
@@ -169,6 +173,13 @@ export function registerConsume(program: Command): void {
       'keep dead letters this long, or forever (30d)',
       parseRetention('--dead-retention'),
     )
+    .option('--verify', 'handle only signed messages; quarantine the rest (MAILBUS_VERIFY_KEYS)')
+    .option('--verify-keys-file <file>', 'the verification keys, one KEY-ID:SECRET a line')
+    .option(
+      '--signature-window <duration>',
+      'how old a signature may be, and the replay window (5m)',
+      parseDurationMs('--signature-window'),
+    )
     .addHelpText(
       'after',
       `
@@ -179,7 +190,8 @@ MAILBUS_PRIORITY, MAILBUS_SUBJECT, MAILBUS_CONTENT_TYPE and MAILBUS_HEADERS (JSO
 Examples:
   mailbus consume orders
   mailbus consume orders --group billing --exec './bill.sh' --concurrency 4
-  mailbus consume orders --max 100 --wait 5s > orders.jsonl`,
+  mailbus consume orders --max 100 --wait 5s > orders.jsonl
+  MAILBUS_VERIFY_KEYS=k2026:SECRET,k2025:OLDSECRET mailbus consume orders --verify`,
     );
   addConnectionFlags(command).action(async (topic: string, flags: ConsumeFlags) => {
     // A SIGINT or SIGTERM while connecting ends the command at once: there is nothing to hand
@@ -208,6 +220,8 @@ Examples:
       handlerTimeoutMs: flags.timeout,
       archiveRetentionMs: flags.archiveRetention,
       deadRetentionMs: flags.deadRetention,
+      verify: flags.verify,
+      signatureWindowMs: flags.signatureWindow,
     });
     // A reader that went away (`consume | head`) ends the worker like a SIGTERM: the message
     // whose line could not be written is not acked, and the rest are handed back.
@@ -216,6 +230,9 @@ Examples:
       if (outcome === 'dead') {
         const id = message?.id ?? 'a message that could not be decoded';
         process.stderr.write(`mailbus: ${id} moved to the dead letters of ${flags.group}\n`);
+      }
+      if (outcome === 'quarantined') {
+        process.stderr.write(`mailbus: a message was quarantined: see mailbus quarantine\n`);
       }
     });
     worker.on('warning', (err) => {

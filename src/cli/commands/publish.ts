@@ -63,6 +63,10 @@ export function registerPublish(program: Command): void {
     .option('--priority <priority>', 'high or normal', 'normal')
     .option('--subject <subject>', 'the Subject a mail client shows')
     .option(
+      '--signing-key-file <file>',
+      'sign with the key in this file, KEY-ID:SECRET (MAILBUS_SIGNING_KEY)',
+    )
+    .option(
       '--delay <duration>',
       'hand it out no earlier than this from now (90s, 2h)',
       parseDurationMs('--delay', 0),

@@ -1,5 +1,5 @@
 // `mailbus stats [TOPIC]`: per topic and group, how many messages wait, are in flight, were
-// handled, and are dead.
+// handled, are dead, and were quarantined for failing verification.
 
 import type { Command } from 'commander';
 import { connect } from '../../client.js';
@@ -14,7 +14,9 @@ interface StatsFlags extends GlobalFlags {
 export function registerStats(program: Command): void {
   const command = program
     .command('stats')
-    .description('show waiting, scheduled, in-flight, handled and dead messages per group')
+    .description(
+      'show waiting, scheduled, in-flight, handled, dead and quarantined messages per group',
+    )
     .argument('[topic]', 'only this topic')
     .option('--json', 'print one JSON object');
   addConnectionFlags(command).action(async (topic: string | undefined, flags: StatsFlags) => {
@@ -29,7 +31,10 @@ export function registerStats(program: Command): void {
         process.stdout.write(`no topics in ${bus.store.location}\n`);
         return;
       }
-      const header = ['TOPIC', 'GROUP', 'WAITING', 'SCHEDULED', 'IN FLIGHT', 'HANDLED', 'DEAD'];
+      const header = [
+        ...['TOPIC', 'GROUP', 'WAITING', 'SCHEDULED', 'IN FLIGHT', 'HANDLED', 'DEAD'],
+        'QUARANTINED',
+      ];
       const cells = rows.map((row) => [
         row.topic,
         row.group,
@@ -38,6 +43,7 @@ export function registerStats(program: Command): void {
         formatNumber(row.inFlight),
         formatNumber(row.handled),
         formatNumber(row.dead),
+        formatNumber(row.quarantined),
       ]);
       process.stdout.write(`${table(header, cells)}\n`);
     } finally {

@@ -163,6 +163,7 @@ export class ImapClaimer implements Claimer {
   private readonly inProgress: string;
   private readonly archive: string;
   private readonly junk: string;
+  private readonly quarantined: string;
   private readonly claimConnection: ImapConnection;
   private readonly settleConnection: ImapConnection;
   private readonly turns: ImapTurns;
@@ -215,6 +216,7 @@ export class ImapClaimer implements Claimer {
     this.inProgress = layout.inProgress(topic, group, checkName('group', consumer));
     this.archive = layout.archive(topic, group);
     this.junk = layout.junk(topic, group);
+    this.quarantined = layout.quarantine(topic, group);
     this.log = options.logger.child({ topic, group, consumer });
     this.promoter = new ScheduledPromoter(this.scheduled, this.groupMailbox, this.log);
     this.stranded = new StrandedWatch(this.log);
@@ -409,20 +411,29 @@ export class ImapClaimer implements Claimer {
   }
 
   async deadLetter(claim: Claim, raw: Buffer): Promise<void> {
+    await this.replaceInto(claim, raw, this.junk, 'dead letter');
+  }
+
+  async quarantine(claim: Claim, raw: Buffer): Promise<void> {
+    await this.replaceInto(claim, raw, this.quarantined, 'quarantine');
+  }
+
+  /** Stores `raw` in `mailbox`, then removes the claimed message: a crash duplicates, never loses. */
+  private async replaceInto(claim: Claim, raw: Buffer, mailbox: string, action: string) {
     this.checkOpen();
     const uid = this.uidOf(claim);
 
-    await this.settle('dead letter', [claim], [uid], async (client, foreign, retry) => {
+    await this.settle(action, [claim], [uid], async (client, foreign, retry) => {
       if (foreign.length > 0) {
-        throw this.leaseLost(foreign, 'dead letter');
+        throw this.leaseLost(foreign, action);
       }
-      const held = await this.heldCopy(client, claim, uid, retry, 'dead letter');
+      const held = await this.heldCopy(client, claim, uid, retry, action);
       if (held === 'settled') {
         return;
       }
-      // A held copy marked deleted was dead-lettered by an attempt cut short before its EXPUNGE.
+      // A held copy marked deleted was stored there by an attempt cut short before its EXPUNGE.
       if (!held.deleted) {
-        await creatingMailbox(client, this.junk, () => client.append(this.junk, raw));
+        await creatingMailbox(client, mailbox, () => client.append(mailbox, raw));
       }
       await this.remove(client, uid);
     });

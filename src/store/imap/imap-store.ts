@@ -309,6 +309,38 @@ export class ImapStore implements Store {
     return found;
   }
 
+  /**
+   * IMAP keeps no record of its own: an id counts as accepted when the group's Archive holds a
+   * message with it stored within the window, that is, once a consumer handled it.
+   */
+  async acceptId(topic: string, group: string, id: string, windowMs: number): Promise<boolean> {
+    const archive = this.layout.archive(topic, group);
+    const since = new Date(Date.now() - windowMs);
+    return this.connection.run(
+      { command: 'SEARCH', mailbox: archive },
+      async (client) => {
+        // Dovecot matches a Message-ID search against the id without its angle brackets, as a
+        // substring (and finds nothing when SINCE is added): the envelope tells an exact match,
+        // INTERNALDATE whether it is within the window. The NOOP first: the archive may have
+        // been selected here before a consumer moved the message in, and Dovecot searches only
+        // messages it has announced to this session.
+        await client.noop();
+        const uids = await client.search({ header: { 'message-id': id } }, { uid: true });
+        if (!uids || uids.length === 0) {
+          return false;
+        }
+        let within = false;
+        const query = { internalDate: true, envelope: true };
+        for await (const message of client.fetch(uids, query, { uid: true })) {
+          const stored = new Date(message.internalDate ?? 0).getTime();
+          within ||= message.envelope?.messageId === `<${id}>` && stored >= since.getTime();
+        }
+        return within;
+      },
+      archive,
+    );
+  }
+
   async stats(topic?: string): Promise<GroupStats[]> {
     if (topic !== undefined) {
       checkName('topic', topic);
@@ -322,7 +354,16 @@ export class ImapStore implements Store {
       const key = `${t}\u0000${g}`;
       let stats = groups.get(key);
       if (!stats) {
-        stats = { topic: t, group: g, waiting: 0, scheduled: 0, inFlight: 0, handled: 0, dead: 0 };
+        stats = {
+          topic: t,
+          group: g,
+          waiting: 0,
+          scheduled: 0,
+          inFlight: 0,
+          handled: 0,
+          dead: 0,
+          quarantined: 0,
+        };
         groups.set(key, stats);
       }
       return stats;
@@ -342,6 +383,8 @@ export class ImapStore implements Store {
         stats.inFlight += role.consumer === undefined ? 0 : count;
       } else if (role.role === 'archive') {
         stats.handled += count;
+      } else if (role.role === 'quarantine') {
+        stats.quarantined += count;
       } else {
         stats.dead += count;
       }
@@ -477,6 +520,7 @@ export class ImapStore implements Store {
       this.layout.scheduled(topic, group),
       this.layout.archive(topic, group),
       this.layout.junk(topic, group),
+      this.layout.quarantine(topic, group),
     ];
   }
 
@@ -505,11 +549,13 @@ export class ImapStore implements Store {
         return this.layout.archive(topic, group);
       case 'junk':
         return this.layout.junk(topic, group);
+      case 'quarantine':
+        return this.layout.quarantine(topic, group);
     }
     throw new MailbusError(
       ERROR_CODES.INVALID_OPTION,
       `unknown folder "${String(folder)}": ` +
-        'use waiting, scheduled, in-flight, archive, junk or topic',
+        'use waiting, scheduled, in-flight, archive, junk, quarantine or topic',
     );
   }
 

@@ -127,6 +127,7 @@ export class MaildirClaimer implements Claimer {
   private readonly inProgressDir: string;
   private readonly archiveDir: string;
   private readonly junkDir: string;
+  private readonly quarantineDir: string;
   private readonly scheduledDir: string;
   // Names this claimer moved out of the group whose file events have not come in yet.
   private readonly takenNames = new Set<string>();
@@ -152,6 +153,7 @@ export class MaildirClaimer implements Claimer {
     this.inProgressDir = folderPath(root, layout.inProgress(topic, group, consumer));
     this.archiveDir = folderPath(root, layout.archive(topic, group));
     this.junkDir = folderPath(root, layout.junk(topic, group));
+    this.quarantineDir = folderPath(root, layout.quarantine(topic, group));
     this.scheduledDir = folderPath(root, layout.scheduled(topic, group));
     this.turns = new KeyTurns(join(root, 'mailbus-turns', layout.group(topic, group)), consumer);
     this.logger = options.logger.child({ topic, group, consumer });
@@ -308,6 +310,12 @@ export class MaildirClaimer implements Claimer {
     const own = claim as MaildirClaim;
     await this.replace(own, this.junkDir, raw, false);
     this.endTurn(own.base);
+  }
+
+  async quarantine(claim: Claim, raw: Buffer): Promise<void> {
+    const own = claim as MaildirClaim;
+    await this.replace(own, this.quarantineDir, raw, false);
+    this.endTurn(own.base); // out of the flow until released, like a dead letter
   }
 
   async heartbeat(): Promise<void> {

@@ -27,7 +27,7 @@ import { forgetOldIds, recentIds, rememberIds } from './dedup.js';
 import { listPlace, purgePlace, removeFromPlace } from './places.js';
 import { MaildirClaimer } from './claimer.js';
 import { keyDigest, orderingKeyOf } from '../../message/ordering.js';
-import { curName, keyDigestOf, placement, uniqueBaseName } from './filenames.js';
+import { keyDigestOf, placement, uniqueBaseName } from './filenames.js';
 import {
   countMessages,
   createFolder,
@@ -102,6 +102,7 @@ export class MaildirStore implements Store {
     // The group's own folders first: publishers see the group once its folder exists.
     ensureFolder(this.root, this.layout.archive(topic, group));
     ensureFolder(this.root, this.layout.junk(topic, group));
+    ensureFolder(this.root, this.layout.quarantine(topic, group));
     ensureFolder(this.root, this.layout.scheduled(topic, group));
     if (from === undefined) {
       ensureFolder(this.root, this.layout.group(topic, group));
@@ -248,6 +249,17 @@ export class MaildirStore implements Store {
     return claimer;
   }
 
+  async acceptId(topic: string, group: string, id: string, windowMs: number): Promise<boolean> {
+    // The markers of a group live beside the topic's: `mailbus-ids/orders.billing/`, a name
+    // no topic can have.
+    const marker = this.layout.group(topic, group);
+    const seen = recentIds(this.root, marker, [id], windowMs).size > 0;
+    if (!seen) {
+      rememberIds(this.root, marker, [id]);
+    }
+    return seen;
+  }
+
   async stats(topic?: string): Promise<GroupStats[]> {
     const topics = topic === undefined ? await this.listTopics() : [this.layout.topic(topic)];
     const folders = this.folders();
@@ -266,6 +278,7 @@ export class MaildirStore implements Store {
           inFlight,
           handled: countMessages(this.root, this.layout.archive(name, group)),
           dead: countMessages(this.root, this.layout.junk(name, group)),
+          quarantined: countMessages(this.root, this.layout.quarantine(name, group)),
         });
       }
     }
@@ -283,6 +296,9 @@ export class MaildirStore implements Store {
   async purge(place: Place, before: Date): Promise<number> {
     if (place.folder === 'topic') {
       forgetOldIds(this.root, this.layout.topic(place.topic));
+    }
+    if (place.folder === 'archive') {
+      forgetOldIds(this.root, this.layout.group(place.topic, place.group));
     }
     return purgePlace(this.root, this.layout, this.folders(), place, before);
   }

@@ -32,6 +32,8 @@ export function placeFolders(layout: Layout, folders: string[], place: Place): s
       return [layout.archive(topic, group)];
     case 'junk':
       return [layout.junk(topic, group)];
+    case 'quarantine':
+      return [layout.quarantine(topic, group)];
     case 'in-flight': {
       const prefix = layout.inProgress(topic, group) + layout.delimiter;
       return folders.filter((mailbox) => mailbox.startsWith(prefix));
