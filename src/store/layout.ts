@@ -9,6 +9,7 @@
 //   orders.default.Consumers             IMAP only: one heartbeat message per live consumer
 //   orders.default.Archive               handled messages, flagged \Seen
 //   orders.default.Junk                  dead letters
+//   orders.default.Paused                present while the group is paused: consumers claim nothing
 //
 // "." stands for the account's hierarchy delimiter: "." in Maildir++ (and Dovecot's default),
 // often "/" on other IMAP servers.
@@ -22,6 +23,7 @@ export const GROUP_FOLDERS = {
   consumers: 'Consumers',
   archive: 'Archive',
   junk: 'Junk',
+  paused: 'Paused',
 } as const;
 
 export const DEFAULT_GROUP = 'default';
@@ -56,6 +58,10 @@ export class Layout {
 
   junk(topic: string, group: string): string {
     return this.join(this.group(topic, group), GROUP_FOLDERS.junk);
+  }
+
+  paused(topic: string, group: string): string {
+    return this.join(this.group(topic, group), GROUP_FOLDERS.paused);
   }
 
   /**

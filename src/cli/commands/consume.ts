@@ -5,8 +5,12 @@
 import { spawn } from 'node:child_process';
 import type { Command } from 'commander';
 import { connect } from '../../client.js';
+import { ERROR_CODES, MailbusError } from '../../errors.js';
 import type { HandlerContext } from '../../consumer/worker.js';
 import type { Message } from '../../message/message.js';
+import { QueueMetrics } from '../../metrics/metrics.js';
+import { startMetricsServer } from '../../metrics/server.js';
+import type { HttpServer } from '../../http/listen.js';
 import type { GlobalFlags } from '../options.js';
 import {
   addConnectionFlags,
@@ -29,6 +33,8 @@ interface ConsumeFlags extends GlobalFlags {
   timeout?: number;
   archiveRetention?: number;
   deadRetention?: number;
+  metricsPort?: number;
+  metricsHost: string;
 }
 
 /** Most bytes of a failed command's stderr kept as the attempt's error. */
@@ -169,6 +175,12 @@ export function registerConsume(program: Command): void {
       'keep dead letters this long, or forever (30d)',
       parseRetention('--dead-retention'),
     )
+    .option(
+      '--metrics-port <port>',
+      'serve Prometheus metrics at http://HOST:PORT/metrics',
+      parseCount('--metrics-port', 0),
+    )
+    .option('--metrics-host <host>', 'the address the metrics listen on', '127.0.0.1')
     .addHelpText(
       'after',
       `
@@ -179,10 +191,31 @@ MAILBUS_PRIORITY, MAILBUS_SUBJECT, MAILBUS_CONTENT_TYPE and MAILBUS_HEADERS (JSO
 Examples:
   mailbus consume orders
   mailbus consume orders --group billing --exec './bill.sh' --concurrency 4
-  mailbus consume orders --max 100 --wait 5s > orders.jsonl`,
+  mailbus consume orders --max 100 --wait 5s > orders.jsonl
+  mailbus consume orders --metrics-port 9464`,
     );
   addConnectionFlags(command).action(async (topic: string, flags: ConsumeFlags) => {
     const bus = await connect(connectOptions(flags));
+    let metricsServer: HttpServer | undefined;
+    if (flags.metricsPort !== undefined) {
+      const metrics = new QueueMetrics(bus);
+      try {
+        metricsServer = await startMetricsServer(metrics, {
+          port: flags.metricsPort,
+          host: flags.metricsHost,
+        });
+      } catch (err) {
+        await bus.close();
+        const reason = err instanceof Error ? err.message : String(err);
+        throw new MailbusError(
+          ERROR_CODES.INVALID_OPTION,
+          `cannot serve metrics on ${flags.metricsHost}:${flags.metricsPort}: ${reason}`,
+        );
+      }
+      process.stderr.write(
+        `mailbus: metrics at http://${flags.metricsHost}:${metricsServer.port}/metrics\n`,
+      );
+    }
     const execCommand = flags.exec;
     const handler = execCommand
       ? (message: Message, { signal }: HandlerContext) => runCommand(execCommand, message, signal)
@@ -222,6 +255,7 @@ Examples:
     } finally {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
+      await metricsServer?.close();
       await bus.close();
     }
   });
