@@ -7,9 +7,11 @@ import { MailbusError } from '../errors.js';
 import { registerConsume } from './commands/consume.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDlq } from './commands/dlq.js';
+import { registerPeek } from './commands/peek.js';
 import { registerPublish } from './commands/publish.js';
 import { registerStats } from './commands/stats.js';
 import { registerSubscribe } from './commands/subscribe.js';
+import { registerTail } from './commands/tail.js';
 
 /** Exit status for a failed command; commander's own usage errors exit with 2 elsewhere too. */
 const EXIT_FAILURE = 1;
@@ -45,6 +47,8 @@ Environment:
   registerSubscribe(root);
   registerStats(root);
   registerDlq(root);
+  registerPeek(root);
+  registerTail(root);
   registerDemo(root);
   for (const command of root.commands) {
     command.exitOverride();
