@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { MailbusError } from '../errors.js';
 import { registerConsume } from './commands/consume.js';
+import { registerDashboard } from './commands/dashboard.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDlq } from './commands/dlq.js';
 import { registerPeek } from './commands/peek.js';
@@ -40,7 +41,8 @@ Environment:
   MAILBUS_PASSWORD_FILE  a file whose first line is the password
   MAILBUS_TLS_CA         a CA certificate (PEM) to trust
   MAILBUS_ADDRESS        the queue account address, for SMTP
-  MAILBUS_LOG_LEVEL      debug, info, warn or error: JSON log lines on stderr`,
+  MAILBUS_LOG_LEVEL      debug, info, warn or error: JSON log lines on stderr
+  MAILBUS_DASHBOARD_TOKEN  the dashboard's access token`,
     );
   registerPublish(root);
   registerConsume(root);
@@ -49,6 +51,7 @@ Environment:
   registerDlq(root);
   registerPeek(root);
   registerTail(root);
+  registerDashboard(root);
   registerDemo(root);
   for (const command of root.commands) {
     command.exitOverride();
