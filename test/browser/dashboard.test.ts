@@ -159,6 +159,18 @@ function describeDashboard(name: string, options: () => ConnectOptions): void {
       await expectCount(page, `${topic}/billing`, 'dead', 0);
       expect(await page.content()).not.toContain(TOKEN);
       await page.screenshot({ path: join(SCREENSHOTS, `${name}-overview.png`), fullPage: true });
+
+      // On a phone, in dark mode: the same counts, nothing wider than the screen.
+      await page.setViewportSize({ width: 390, height: 844 });
+      await page.emulateMedia({ colorScheme: 'dark' });
+      const overflow = await page
+        .locator('body')
+        .evaluate((body) => body.scrollWidth - body.clientWidth);
+      expect(overflow).toBeLessThanOrEqual(0);
+      await expectCount(page, `${topic}/default`, 'dead', 1);
+      await page.screenshot({ path: join(SCREENSHOTS, `${name}-phone-dark.png`), fullPage: true });
+      await page.setViewportSize({ width: 1280, height: 860 });
+      await page.emulateMedia({ colorScheme: 'light' });
     });
 
     it('finds messages through the search bar', async () => {
