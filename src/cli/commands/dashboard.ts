@@ -3,6 +3,7 @@
 
 import type { Command } from 'commander';
 import { connect } from '../../client.js';
+import { checkAccess } from '../../dashboard/access.js';
 import {
   DEFAULT_DASHBOARD_HOST,
   DEFAULT_DASHBOARD_PORT,
@@ -48,6 +49,8 @@ Examples:
   addConnectionFlags(command).action(async (flags: DashboardFlags) => {
     // The actions are logged with who did them: info, unless a level was asked for.
     const logLevel = flags.logLevel ?? process.env.MAILBUS_LOG_LEVEL ?? 'info';
+    // Refused before connecting: a dashboard that may not start needs no queue.
+    const token = checkAccess(flags.host, flags.token ?? process.env.MAILBUS_DASHBOARD_TOKEN);
     const options = connectOptions({ ...flags, logLevel });
     const bus = await connect(options);
     let dashboard;
@@ -55,7 +58,7 @@ Examples:
       dashboard = await startDashboard(bus, {
         port: flags.port,
         host: flags.host,
-        token: flags.token ?? process.env.MAILBUS_DASHBOARD_TOKEN,
+        token,
         logger: options.logger ?? stderrLogger(logLevel),
         sampleIntervalMs: flags.sampleInterval,
       });
