@@ -9,8 +9,9 @@ import { checkAccess } from './access.js';
 import { dashboardApp } from './app.js';
 import { SAMPLE_INTERVAL_MS, Throughput } from './throughput.js';
 
-export const DEFAULT_DASHBOARD_PORT = 8025;
-export const DEFAULT_DASHBOARD_HOST = '127.0.0.1';
+import { DEFAULT_DASHBOARD_HOST, DEFAULT_DASHBOARD_PORT } from './defaults.js';
+
+export { DEFAULT_DASHBOARD_HOST, DEFAULT_DASHBOARD_PORT };
 
 export interface DashboardOptions {
   port?: number;

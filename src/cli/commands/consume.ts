@@ -8,8 +8,6 @@ import { connect } from '../../client.js';
 import { ERROR_CODES, MailbusError } from '../../errors.js';
 import type { HandlerContext } from '../../consumer/worker.js';
 import type { Message } from '../../message/message.js';
-import { QueueMetrics } from '../../metrics/metrics.js';
-import { startMetricsServer } from '../../metrics/server.js';
 import type { HttpServer } from '../../http/listen.js';
 import type { GlobalFlags } from '../options.js';
 import {
@@ -198,6 +196,9 @@ Examples:
     const bus = await connect(connectOptions(flags));
     let metricsServer: HttpServer | undefined;
     if (flags.metricsPort !== undefined) {
+      // Loaded only when asked for: a worker without metrics starts faster without them.
+      const { QueueMetrics } = await import('../../metrics/metrics.js');
+      const { startMetricsServer } = await import('../../metrics/server.js');
       const metrics = new QueueMetrics(bus);
       try {
         metricsServer = await startMetricsServer(metrics, {

@@ -3,12 +3,7 @@
 
 import type { Command } from 'commander';
 import { connect } from '../../client.js';
-import { checkAccess } from '../../dashboard/access.js';
-import {
-  DEFAULT_DASHBOARD_HOST,
-  DEFAULT_DASHBOARD_PORT,
-  startDashboard,
-} from '../../dashboard/server.js';
+import { DEFAULT_DASHBOARD_HOST, DEFAULT_DASHBOARD_PORT } from '../../dashboard/defaults.js';
 import { ERROR_CODES, MailbusError } from '../../errors.js';
 import { stderrLogger } from '../../log.js';
 import type { GlobalFlags } from '../options.js';
@@ -49,6 +44,9 @@ Examples:
   addConnectionFlags(command).action(async (flags: DashboardFlags) => {
     // The actions are logged with who did them: info, unless a level was asked for.
     const logLevel = flags.logLevel ?? process.env.MAILBUS_LOG_LEVEL ?? 'info';
+    // The web server loads only for this command: every other command starts faster without it.
+    const { checkAccess } = await import('../../dashboard/access.js');
+    const { startDashboard } = await import('../../dashboard/server.js');
     // Refused before connecting: a dashboard that may not start needs no queue.
     const token = checkAccess(flags.host, flags.token ?? process.env.MAILBUS_DASHBOARD_TOKEN);
     const options = connectOptions({ ...flags, logLevel });
