@@ -1,4 +1,5 @@
 import js from '@eslint/js';
+import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
@@ -26,5 +27,10 @@ export default tseslint.config(
   {
     files: ['src/cli/**', 'test/**', 'bench/**', 'scripts/**'],
     rules: { 'no-console': 'off' },
+  },
+  {
+    // The dashboard's page script runs in the browser.
+    files: ['src/dashboard/assets/**'],
+    languageOptions: { globals: globals.browser },
   },
 );

@@ -1,8 +1,10 @@
 // The public entry point: connect to a queue, publish, consume, look at it, close it.
 
+import { EventEmitter } from 'node:events';
 import { parseSmtpUrl, parseStoreUrl, redact } from './config/connection.js';
 import type { SecretSources } from './config/connection.js';
 import { newConsumerId } from './consumer/consumer-id.js';
+import { pausable } from './consumer/pause.js';
 import {
   DEFAULT_ARCHIVE_RETENTION_MS,
   DEFAULT_BACKOFF_MS,
@@ -152,6 +154,16 @@ export interface ConsumeOptions {
 
 export type { Handler, WorkerSummary };
 
+/** What a client reports as it works: the metrics (src/metrics/) listen to these. */
+export interface MailbusEvents {
+  /** Messages of a topic were stored, or accepted by the SMTP server. */
+  published: [topic: string, count: number];
+  /** A worker was started for a group. */
+  worker: [worker: Worker, topic: string, group: string];
+  /** One run of a handler ended, after `seconds`; `succeeded` when it returned. */
+  attempt: [topic: string, group: string, seconds: number, succeeded: boolean];
+}
+
 function positiveInteger(name: string, value: number | undefined, fallback: number): number {
   const resolved = value ?? fallback;
   if (!Number.isInteger(resolved) || resolved < 1) {
@@ -204,7 +216,7 @@ function positiveMs(name: string, value: number | undefined, fallback: number): 
   return resolved;
 }
 
-export class Mailbus {
+export class Mailbus extends EventEmitter<MailbusEvents> {
   readonly store: Store;
   private readonly smtp: SmtpPublisher | undefined;
   private readonly from: string;
@@ -228,6 +240,7 @@ export class Mailbus {
       logger: Logger;
     },
   ) {
+    super();
     this.store = store;
     this.dedupWindowMs = options.dedupWindowMs;
     this.smtp = options.smtp;
@@ -280,6 +293,9 @@ export class Mailbus {
       await this.store.append(topic, fresh, { notBefore });
     }
     this.logger.debug({ event: 'published', topic, count: fresh.length });
+    if (fresh.length > 0) {
+      this.emit('published', topic, fresh.length);
+    }
     return composed.map((message) => message.id);
   }
 
@@ -337,10 +353,11 @@ export class Mailbus {
     const verifier =
       options.verify || options.requireDkim ? this.verifier(topic, group, options) : undefined;
 
-    const claimer = this.groupToConsume(topic, group).then(() =>
-      this.store.claimer(topic, group, { consumer }),
-    );
-    const worker = new Worker(this.store, claimer, handler, {
+    // The claimer honours the group's pause mark (src/consumer/pause.ts).
+    const claimer = this.groupToConsume(topic, group)
+      .then(() => this.store.claimer(topic, group, { consumer }))
+      .then((claimer) => pausable(claimer, () => this.store.isPaused(topic, group)));
+    const worker = new Worker(this.store, claimer, this.timed(topic, group, handler), {
       topic,
       group,
       consumer,
@@ -381,10 +398,37 @@ export class Mailbus {
       logger: this.logger,
     });
     this.workers.add(worker);
+    this.emit('worker', worker, topic, group);
     // The caller hears of a failed worker through `done`; this bookkeeping must not add an
     // unhandled rejection of its own.
     worker.done.finally(() => this.workers.delete(worker)).catch(() => undefined);
     return worker;
+  }
+
+  /** The handler, reporting how long each run took. */
+  private timed(topic: string, group: string, handler: Handler): Handler {
+    return async (message, context) => {
+      const started = performance.now();
+      let succeeded = false;
+      try {
+        const result = await handler(message, context);
+        succeeded = true;
+        return result;
+      } finally {
+        this.emit('attempt', topic, group, (performance.now() - started) / 1000, succeeded);
+      }
+    };
+  }
+
+  /** Pauses a group: its consumers claim nothing until resume(). */
+  async pause(topic: string, group: string): Promise<void> {
+    this.assertOpen();
+    await this.store.setPaused(checkName('topic', topic), checkName('group', group), true);
+  }
+
+  async resume(topic: string, group: string): Promise<void> {
+    this.assertOpen();
+    await this.store.setPaused(checkName('topic', topic), checkName('group', group), false);
   }
 
   /** The dead letters of a group: list, show, replay and purge them. */

@@ -20,6 +20,12 @@ export interface DeadLetterDetail extends DeadLetter {
   report: Buffer;
 }
 
+/** Told after each step of a long operation: `done` of `total` are finished. */
+export type ProgressListener = (done: number, total: number) => void;
+
+/** Dead letters a purge deletes per step. */
+const PURGE_BATCH = 500;
+
 export class DeadLetters {
   private readonly place: Place;
 
@@ -54,18 +60,44 @@ export class DeadLetters {
    * them. Each original is stored in the group before its dead letter is deleted, so a crash
    * in between duplicates a message and never loses one. Returns how many were replayed.
    */
-  async replay(ids: string[] | 'all'): Promise<number> {
+  async replay(ids: string[] | 'all', onProgress?: ProgressListener): Promise<number> {
     const letters = ids === 'all' ? await this.all() : await this.find(ids);
+    let done = 0;
     for (const letter of letters) {
       await this.store.restore(this.place.topic, this.place.group, replayable(letter));
       await this.store.remove(this.place, [letter.ref]);
+      done += 1;
+      onProgress?.(done, letters.length);
     }
     return letters.length;
   }
 
-  /** Deletes dead letters stored before `before` (all of them by default); returns how many. */
-  async purge(before: Date = new Date(8.64e15)): Promise<number> {
-    return this.store.purge(this.place, before);
+  /**
+   * Deletes dead letters stored before `before` (all of them by default); returns how many.
+   * They are found by a search and deleted a batch at a time, so that progress can be told.
+   */
+  async purge(before: Date = new Date(8.64e15), onProgress?: ProgressListener): Promise<number> {
+    const { topic, group } = this.place;
+    const query = { topic, group, states: ['dead' as const], before };
+    let total: number | undefined;
+    let done = 0;
+    for (;;) {
+      const page = await this.store.search(query, { limit: PURGE_BATCH });
+      total ??= page.total;
+      if (page.hits.length === 0) {
+        break;
+      }
+      const removed = await this.store.remove(
+        this.place,
+        page.hits.map((hit) => hit.ref),
+      );
+      done += removed;
+      onProgress?.(Math.min(done, total), total);
+      if (removed === 0) {
+        break; // deleted by someone else meanwhile
+      }
+    }
+    return done;
   }
 
   private async all(): Promise<DeadLetterDetail[]> {

@@ -5,12 +5,15 @@
 import { Command, CommanderError } from 'commander';
 import { MailbusError } from '../errors.js';
 import { registerConsume } from './commands/consume.js';
+import { registerDashboard } from './commands/dashboard.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDlq } from './commands/dlq.js';
+import { registerPeek } from './commands/peek.js';
 import { registerPublish } from './commands/publish.js';
 import { registerQuarantine } from './commands/quarantine.js';
 import { registerStats } from './commands/stats.js';
 import { registerSubscribe } from './commands/subscribe.js';
+import { registerTail } from './commands/tail.js';
 
 /** Exit status for a failed command; commander's own usage errors exit with 2 elsewhere too. */
 const EXIT_FAILURE = 1;
@@ -41,7 +44,8 @@ Environment:
   MAILBUS_ADDRESS        the queue account address, for SMTP
   MAILBUS_SIGNING_KEY    publish: sign messages with KEY-ID:SECRET
   MAILBUS_VERIFY_KEYS    consume --verify, quarantine: KEY-ID:SECRET,KEY-ID:SECRET
-  MAILBUS_LOG_LEVEL      debug, info, warn or error: JSON log lines on stderr`,
+  MAILBUS_LOG_LEVEL      debug, info, warn or error: JSON log lines on stderr
+  MAILBUS_DASHBOARD_TOKEN  the dashboard's access token`,
     );
   registerPublish(root);
   registerConsume(root);
@@ -49,6 +53,9 @@ Environment:
   registerStats(root);
   registerDlq(root);
   registerQuarantine(root);
+  registerPeek(root);
+  registerTail(root);
+  registerDashboard(root);
   registerDemo(root);
   for (const command of root.commands) {
     command.exitOverride();

@@ -11,6 +11,7 @@
 //   orders.default.Archive               handled messages, flagged \Seen
 //   orders.default.Junk                  dead letters
 //   orders.default.Quarantine            messages that failed verification, kept for an operator
+//   orders.default.Paused                present while the group is paused: consumers claim nothing
 //
 // "." stands for the account's hierarchy delimiter: "." in Maildir++ (and Dovecot's default),
 // often "/" on other IMAP servers.
@@ -26,6 +27,7 @@ export const GROUP_FOLDERS = {
   archive: 'Archive',
   junk: 'Junk',
   quarantine: 'Quarantine',
+  paused: 'Paused',
 } as const;
 
 export const DEFAULT_GROUP = 'default';
@@ -68,6 +70,10 @@ export class Layout {
 
   quarantine(topic: string, group: string): string {
     return this.join(this.group(topic, group), GROUP_FOLDERS.quarantine);
+  }
+
+  paused(topic: string, group: string): string {
+    return this.join(this.group(topic, group), GROUP_FOLDERS.paused);
   }
 
   /**

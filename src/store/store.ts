@@ -58,6 +58,19 @@ export interface Store {
   /** Delivers a message text into a group's waiting messages (a replay, a release by hand). */
   restore(topic: string, group: string, raw: Buffer): Promise<void>;
 
+  /**
+   * The messages that match a query, newest first, one page at a time, with how many match in
+   * all. The IMAP store asks the server (SEARCH); the Maildir store reads the files.
+   */
+  search(query: SearchQuery, page?: PageOptions): Promise<SearchPage>;
+
+  /**
+   * Pauses a group (or resumes it): the consumers of a paused group claim nothing until it is
+   * resumed. The mark is a mailbox of its own, `<group>.Paused`, which a mail client shows.
+   */
+  setPaused(topic: string, group: string, paused: boolean): Promise<void>;
+  isPaused(topic: string, group: string): Promise<boolean>;
+
   /** Closes connections and watchers. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -106,6 +119,64 @@ export interface Place {
 export interface ListOptions {
   /** At most this many, the oldest first (default: all). */
   limit?: number;
+}
+
+/** The states a search looks in; each is one folder of a group (see Folder). */
+export type MessageState = 'waiting' | 'scheduled' | 'in-flight' | 'handled' | 'dead';
+
+/** The folder that holds the messages of a state. */
+export const STATE_FOLDERS: Record<MessageState, Folder> = {
+  waiting: 'waiting',
+  scheduled: 'scheduled',
+  'in-flight': 'in-flight',
+  handled: 'archive',
+  dead: 'junk',
+};
+
+/** What a search looks for; every field given must match (all of them: AND). */
+export interface SearchQuery {
+  /** Only this topic (default: every topic). */
+  topic?: string;
+  /** Only this group (default: every group of the topic). */
+  group?: string;
+  /** Only these states (default: all of them). */
+  states?: MessageState[];
+  /** The message id (its Message-ID without angle brackets). */
+  id?: string;
+  /** The ordering key (X-Mailbus-Key). */
+  key?: string;
+  /** A header field whose value contains this text, case-insensitively. */
+  header?: { name: string; value: string };
+  /** Text the body contains, case-insensitively: free text in the payload. */
+  text?: string;
+  /** Stored at or after this time. */
+  since?: Date;
+  /** Stored before this time. */
+  before?: Date;
+}
+
+export interface PageOptions {
+  /** How many matches to skip, the newest first (default 0). */
+  offset?: number;
+  /** Most matches returned (default 50, at most MAX_SEARCH_PAGE). */
+  limit?: number;
+}
+
+/** The largest page a search returns. */
+export const MAX_SEARCH_PAGE = 500;
+export const DEFAULT_SEARCH_PAGE = 50;
+
+export interface SearchHit extends StoredMessage {
+  topic: string;
+  group: string;
+  state: MessageState;
+}
+
+export interface SearchPage {
+  /** How many messages match in all. */
+  total: number;
+  /** This page of them, the newest first. */
+  hits: SearchHit[];
 }
 
 /** A stored message as an operator sees it. */

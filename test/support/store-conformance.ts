@@ -512,5 +512,78 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
         expect(ms).toBeLessThan(10_000);
       });
     });
+
+    it('searches by state, id, key, header, text and time, newest first and paged', async () => {
+      const store = await open();
+      const topic = uniqueTopic('search');
+      await store.subscribe(topic, 'default');
+      await store.subscribe(topic, 'audit');
+      const messages = await compose(topic, [
+        { payload: { sku: 'apple-pie' }, key: 'customer-1', headers: { 'X-Region': 'north' } },
+        { payload: { sku: 'banana-bread' }, key: 'customer-2', headers: { 'X-Region': 'South' } },
+        { payload: { sku: 'apple-cake' }, key: 'customer-1' },
+      ]);
+      for (const message of messages) {
+        // One append each: the stored times (and UIDs) follow the order of publishing.
+        await store.append(topic, [message]);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
+      const claims = await claimAll(claimer, 3);
+      const [first] = claims.filter((claim) => idOf(claim) === messages[0]?.id);
+      await claimer.ack([first as Claim]);
+      await claimer.close();
+      const ids = (page: { hits: Array<{ raw: Buffer }> }) =>
+        page.hits.map((hit) => idOf({ raw: hit.raw, location: '' }));
+      const [one, two, three] = messages.map((message) => message.id);
+
+      const all = await store.search({ topic });
+      expect(all.total).toBe(6);
+      const byState = await store.search({ topic, group: 'default', states: ['handled'] });
+      expect(byState).toMatchObject({
+        total: 1,
+        hits: [{ topic, group: 'default', state: 'handled' }],
+      });
+      expect(ids(byState)).toEqual([one]);
+      expect(ids(await store.search({ topic, group: 'audit', key: 'customer-1' }))).toEqual([
+        three,
+        one,
+      ]);
+      const region = { name: 'X-Region', value: 'south' };
+      expect(ids(await store.search({ topic, group: 'audit', header: region }))).toEqual([two]);
+      expect(ids(await store.search({ topic, group: 'audit', text: 'APPLE' }))).toEqual([
+        three,
+        one,
+      ]);
+      expect(ids(await store.search({ topic, id: two as string }))).toEqual([two, two]);
+
+      const paged = await store.search({ topic, group: 'audit' }, { offset: 1, limit: 1 });
+      expect(paged.total).toBe(3);
+      expect(ids(paged)).toEqual([two]);
+      const future = await store.search({ topic, since: new Date(Date.now() + 3_600_000) });
+      expect(future).toEqual({ total: 0, hits: [] });
+      const past = await store.search({ topic, before: new Date(Date.now() + 3_600_000) });
+      expect(past.total).toBe(6);
+      await expect(store.search({ topic, states: ['lost' as 'dead'] })).rejects.toThrow(
+        /unknown state "lost"/,
+      );
+    });
+
+    it('pauses a group with a mark that stays until it is resumed', async () => {
+      const store = await open();
+      const topic = uniqueTopic('pause');
+      await store.subscribe(topic, 'default');
+      expect(await store.isPaused(topic, 'default')).toBe(false);
+
+      await store.setPaused(topic, 'default', true);
+      await store.setPaused(topic, 'default', true);
+      expect(await store.isPaused(topic, 'default')).toBe(true);
+      expect(await store.listGroups(topic)).toEqual(['default']);
+      expect((await store.stats(topic)).map((row) => row.group)).toEqual(['default']);
+
+      await store.setPaused(topic, 'default', false);
+      await store.setPaused(topic, 'default', false);
+      expect(await store.isPaused(topic, 'default')).toBe(false);
+    });
   });
 }

@@ -5,8 +5,10 @@
 import { spawn } from 'node:child_process';
 import type { Command } from 'commander';
 import { connect } from '../../client.js';
+import { ERROR_CODES, MailbusError } from '../../errors.js';
 import type { HandlerContext } from '../../consumer/worker.js';
 import type { Message } from '../../message/message.js';
+import type { HttpServer } from '../../http/listen.js';
 import type { GlobalFlags } from '../options.js';
 import {
   addConnectionFlags,
@@ -31,6 +33,8 @@ interface ConsumeFlags extends GlobalFlags {
   deadRetention?: number;
   verify?: boolean;
   signatureWindow?: number;
+  metricsPort?: number;
+  metricsHost: string;
 }
 
 /** Most bytes of a failed command's stderr kept as the attempt's error. */
@@ -180,6 +184,12 @@ export function registerConsume(program: Command): void {
       'how old a signature may be, and the replay window (5m)',
       parseDurationMs('--signature-window'),
     )
+    .option(
+      '--metrics-port <port>',
+      'serve Prometheus metrics at http://HOST:PORT/metrics',
+      parseCount('--metrics-port', 0),
+    )
+    .option('--metrics-host <host>', 'the address the metrics listen on', '127.0.0.1')
     .addHelpText(
       'after',
       `
@@ -191,7 +201,8 @@ Examples:
   mailbus consume orders
   mailbus consume orders --group billing --exec './bill.sh' --concurrency 4
   mailbus consume orders --max 100 --wait 5s > orders.jsonl
-  MAILBUS_VERIFY_KEYS=k2026:SECRET,k2025:OLDSECRET mailbus consume orders --verify`,
+  MAILBUS_VERIFY_KEYS=k2026:SECRET,k2025:OLDSECRET mailbus consume orders --verify
+  mailbus consume orders --metrics-port 9464`,
     );
   addConnectionFlags(command).action(async (topic: string, flags: ConsumeFlags) => {
     // A SIGINT or SIGTERM while connecting ends the command at once: there is nothing to hand
@@ -203,6 +214,29 @@ Examples:
       process.off('SIGINT', stopEarly);
       process.off('SIGTERM', stopEarly);
     });
+    let metricsServer: HttpServer | undefined;
+    if (flags.metricsPort !== undefined) {
+      // Loaded only when asked for: a worker without metrics starts faster without them.
+      const { QueueMetrics } = await import('../../metrics/metrics.js');
+      const { startMetricsServer } = await import('../../metrics/server.js');
+      const metrics = new QueueMetrics(bus);
+      try {
+        metricsServer = await startMetricsServer(metrics, {
+          port: flags.metricsPort,
+          host: flags.metricsHost,
+        });
+      } catch (err) {
+        await bus.close();
+        const reason = err instanceof Error ? err.message : String(err);
+        throw new MailbusError(
+          ERROR_CODES.INVALID_OPTION,
+          `cannot serve metrics on ${flags.metricsHost}:${flags.metricsPort}: ${reason}`,
+        );
+      }
+      process.stderr.write(
+        `mailbus: metrics at http://${flags.metricsHost}:${metricsServer.port}/metrics\n`,
+      );
+    }
     const execCommand = flags.exec;
     const handler = execCommand
       ? (message: Message, { signal }: HandlerContext) => runCommand(execCommand, message, signal)
@@ -247,6 +281,7 @@ Examples:
     } finally {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
+      await metricsServer?.close();
       await bus.close();
     }
   });

@@ -4,6 +4,7 @@
 import type { Command } from 'commander';
 import { connect } from '../../client.js';
 import { ERROR_CODES, MailbusError } from '../../errors.js';
+import { REJECTED_TOPIC, REJECTING_GROUP, leaveRejectedOrders } from '../../demo/rejected.js';
 import { runDemo } from '../../demo/demo.js';
 import type { DemoProgress, DemoResult } from '../../demo/demo.js';
 import { DEMO_GROUPS, DEMO_TOPICS } from '../../demo/events.js';
@@ -104,6 +105,7 @@ export function registerDemo(program: Command): void {
     };
 
     let result: DemoResult;
+    let rejected = 0;
     try {
       result = await runDemo(bus, {
         count: flags.count,
@@ -112,6 +114,9 @@ export function registerDemo(program: Command): void {
         timeoutMs: flags.timeout ?? DEMO_TIMEOUT_MS,
         onProgress,
       });
+      if (result.complete) {
+        rejected = await leaveRejectedOrders(bus);
+      }
     } finally {
       await bus.close();
     }
@@ -121,9 +126,14 @@ export function registerDemo(program: Command): void {
 
     if (flags.json) {
       const { published, groups, seconds } = result;
-      process.stdout.write(`${JSON.stringify({ published, groups, seconds })}\n`);
+      process.stdout.write(`${JSON.stringify({ published, groups, seconds, rejected })}\n`);
     } else {
       process.stdout.write(`${summary(result, bus.store.location, bus.store.kind)}\n`);
+      process.stdout.write(
+        `\n${rejected} orders with a total below zero were rejected by ${REJECTING_GROUP}: ` +
+          `they wait as dead letters in ${REJECTED_TOPIC}/${REJECTING_GROUP}.\n` +
+          'See them, search and replay them in the dashboard: npx mailbus dashboard\n',
+      );
     }
     if (!result.complete) {
       throw new MailbusError(

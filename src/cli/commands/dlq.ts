@@ -8,6 +8,8 @@ import { ERROR_CODES, MailbusError } from '../../errors.js';
 import type { GlobalFlags } from '../options.js';
 import { addConnectionFlags, connectOptions, parseDurationMs } from '../options.js';
 import { table } from '../output.js';
+import { startProgress } from '../progress.js';
+import type { Progress } from '../progress.js';
 
 interface DlqFlags extends GlobalFlags {
   group: string;
@@ -33,6 +35,24 @@ async function confirm(question: string): Promise<boolean> {
   prompt.close();
   return /^y(es)?$/i.test(answer.trim());
 }
+
+/** A progress display started at the first step (a quick operation of one shows none). */
+function progressOf(label: string) {
+  let progress: Progress | undefined;
+  return {
+    listen: (done: number, total: number): void => {
+      if (total < MIN_PROGRESS_MESSAGES) {
+        return;
+      }
+      progress ??= startProgress(label, total);
+      progress.update(done);
+    },
+    stop: (): void => progress?.stop(),
+  };
+}
+
+/** Fewer messages than this are done too fast to need progress shown. */
+const MIN_PROGRESS_MESSAGES = 100;
 
 export function registerDlq(program: Command): void {
   const command = program
@@ -94,7 +114,9 @@ Examples:
           const letter = await letters.show(ids[0] as string);
           process.stdout.write(letter.report.toString('utf8'));
         } else if (action === 'replay') {
-          const count = await letters.replay(flags.all ? 'all' : ids);
+          const tracker = progressOf('replaying');
+          const count = await letters.replay(flags.all ? 'all' : ids, tracker.listen);
+          tracker.stop();
           process.stdout.write(`replayed ${count} dead letters into ${topic}/${flags.group}\n`);
         } else {
           const before = new Date(Date.now() - (flags.olderThan ?? 0));
@@ -104,7 +126,9 @@ Examples:
             process.stdout.write('nothing deleted\n');
             return;
           }
-          const count = await letters.purge(before);
+          const tracker = progressOf('purging');
+          const count = await letters.purge(before, tracker.listen);
+          tracker.stop();
           process.stdout.write(`deleted ${count} dead letters\n`);
         }
       } finally {

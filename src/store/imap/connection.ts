@@ -2,6 +2,7 @@
 // running one task at a time on it, and turning imapflow's errors into MailbusErrors that name
 // the server and the command but never the password.
 
+import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ImapFlow } from 'imapflow';
 import type { ExistsEvent, Logger as ImapflowLogger } from 'imapflow';
@@ -9,6 +10,9 @@ import type { ImapConfig } from '../../config/connection.js';
 import { ERROR_CODES, MailbusError, errorText, isMailbusError } from '../../errors.js';
 import type { ErrorCode, MailbusErrorDetails } from '../../errors.js';
 import type { Logger } from '../../log.js';
+
+/** Every connection of the process reports here when it connects again after a drop. */
+export const imapConnectionEvents = new EventEmitter<{ reconnected: [role: string] }>();
 
 /** How long to wait for TCP, TLS and the greeting: a queue should fail fast, not in 90 s. */
 export const CONNECT_TIMEOUT_MS = 10_000;
@@ -131,6 +135,7 @@ export class ImapConnection {
   private client: ImapFlow | undefined;
   private tail: Promise<unknown> = Promise.resolve();
   private failures = 0;
+  private everConnected = false;
   private lastFailureAt = 0;
   private closed = false;
   private keepAliveTimer: NodeJS.Timeout | undefined;
@@ -345,6 +350,10 @@ export class ImapConnection {
     }
     this.failures = 0;
     this.client = client;
+    if (this.everConnected) {
+      imapConnectionEvents.emit('reconnected', this.options.role);
+    }
+    this.everConnected = true;
     this.log.debug({ endpoint: this.endpoint }, 'connected');
     this.options.onConnect?.(client);
     return client;

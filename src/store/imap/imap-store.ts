@@ -51,14 +51,20 @@ import type {
   ClaimerOptions,
   GroupStats,
   ListOptions,
+  PageOptions,
   Place,
+  SearchPage,
+  SearchQuery,
   Store,
   StoredMessage,
   SubscribeOptions,
   SubscribeResult,
 } from '../store.js';
-import { groupExists } from '../store.js';
+import { STATE_FOLDERS, groupExists } from '../store.js';
 import { PUBLISH_SETTLE_MS, copyTopicIntoGroup, dropLateDuplicates } from './backfill.js';
+import { resolveSearch, searchStates } from '../search.js';
+import { searchMailboxes } from './search.js';
+import type { SearchedMailbox } from './search.js';
 import { ImapClaimer } from './claimer.js';
 import { isMissingMailbox, listMailboxes } from './commands.js';
 import { ImapConnection, REQUIRED_CAPABILITIES } from './connection.js';
@@ -496,6 +502,61 @@ export class ImapStore implements Store {
       await this.subscribe(topic, group);
       await deliver();
     }
+  }
+
+  async search(query: SearchQuery, page?: PageOptions): Promise<SearchPage> {
+    const resolved = resolveSearch(query, page);
+    const topics = query.topic === undefined ? await this.listTopics() : [query.topic];
+    const places: Array<Omit<SearchedMailbox, 'mailbox' | 'refPrefix' | 'separator'>> = [];
+    for (const topic of topics) {
+      const groups = (await this.listGroups(topic)).filter(
+        (group) => query.group === undefined || group === query.group,
+      );
+      for (const group of groups) {
+        for (const state of searchStates(query)) {
+          places.push({ topic, group, state });
+        }
+      }
+    }
+
+    return await this.connection.run(
+      { command: 'SEARCH' },
+      async (client) => {
+        const mailboxes: SearchedMailbox[] = [];
+        for (const place of places) {
+          const folder = STATE_FOLDERS[place.state];
+          for (const found of await this.folderMailboxes(client, { ...place, folder })) {
+            mailboxes.push({ ...place, ...found, separator: REF_SEPARATOR });
+          }
+        }
+        return searchMailboxes(client, mailboxes, query, resolved);
+      },
+      null,
+    );
+  }
+
+  async setPaused(topic: string, group: string, paused: boolean): Promise<void> {
+    const mark = this.layout.paused(topic, group);
+    await this.connection.run(
+      { command: paused ? 'CREATE' : 'DELETE', mailbox: mark },
+      async (client) => {
+        if (paused) {
+          await client.mailboxCreate(mark);
+        } else if ((await selectable(client, mark)).includes(mark)) {
+          await client.mailboxDelete(mark);
+        }
+      },
+      null,
+    );
+    this.log.info({ event: paused ? 'group.paused' : 'group.resumed', topic, group });
+  }
+
+  async isPaused(topic: string, group: string): Promise<boolean> {
+    const mark = this.layout.paused(topic, group);
+    const listed = await this.connection.run({ command: 'LIST' }, (client) =>
+      selectable(client, mark),
+    );
+    return listed.includes(mark);
   }
 
   close(): Promise<void> {

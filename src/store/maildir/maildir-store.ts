@@ -15,19 +15,24 @@ import type {
   ClaimerOptions,
   GroupStats,
   ListOptions,
+  PageOptions,
   Place,
+  SearchHit,
+  SearchPage,
+  SearchQuery,
   Store,
   StoredMessage,
   SubscribeOptions,
   SubscribeResult,
 } from '../store.js';
-import { groupExists } from '../store.js';
+import { STATE_FOLDERS, groupExists } from '../store.js';
 import { backfillGroup } from './backfill.js';
+import { inTimeRange, matchesText, readsText, resolveSearch, searchStates } from '../search.js';
 import { forgetOldIds, recentIds, rememberIds } from './dedup.js';
-import { listPlace, purgePlace, removeFromPlace } from './places.js';
+import { entries, listPlace, purgePlace, removeFromPlace } from './places.js';
 import { MaildirClaimer } from './claimer.js';
 import { keyDigest, orderingKeyOf } from '../../message/ordering.js';
-import { keyDigestOf, placement, uniqueBaseName } from './filenames.js';
+import { keyDigestOf, nameTimeMs, placement, uniqueBaseName } from './filenames.js';
 import {
   countMessages,
   createFolder,
@@ -324,6 +329,73 @@ export class MaildirStore implements Store {
     }
   }
 
+  /**
+   * A scan: the file names give each message's time, so a query of places and times reads only
+   * the page; a query of ids, keys, headers or text reads every file in its places.
+   */
+  async search(query: SearchQuery, page?: PageOptions): Promise<SearchPage> {
+    const { offset, limit } = resolveSearch(query, page);
+    const topics = query.topic === undefined ? await this.listTopics() : [query.topic];
+    const folders = this.folders();
+
+    const candidates: Array<{ path: string; hit: Omit<SearchHit, 'raw'> }> = [];
+    for (const topic of topics) {
+      const groups = this.listGroupsNow(topic).filter(
+        (group) => query.group === undefined || group === query.group,
+      );
+      for (const group of groups) {
+        for (const state of searchStates(query)) {
+          const place = { topic, group, folder: STATE_FOLDERS[state] };
+          for (const entry of entries(this.root, this.layout, folders, place)) {
+            const storedAt = new Date(nameTimeMs(entry.name));
+            if (inTimeRange(query, storedAt.getTime())) {
+              const { ref, path } = entry;
+              candidates.push({
+                path,
+                hit: { topic, group, state, ref, location: path, storedAt },
+              });
+            }
+          }
+        }
+      }
+    }
+    candidates.sort((a, b) => b.hit.storedAt.getTime() - a.hit.storedAt.getTime());
+
+    const hits: SearchHit[] = [];
+    let total = 0;
+    for (const candidate of candidates) {
+      const wanted = total >= offset && hits.length < limit;
+      if (!wanted && !readsText(query)) {
+        total += 1;
+        continue;
+      }
+      const raw = readIfPresent(candidate.path);
+      if (raw === undefined || (readsText(query) && !matchesText(query, raw))) {
+        continue;
+      }
+      if (wanted) {
+        hits.push({ ...candidate.hit, raw });
+      }
+      total += 1;
+    }
+    return { total, hits };
+  }
+
+  async setPaused(topic: string, group: string, paused: boolean): Promise<void> {
+    const mark = folderPath(this.root, this.layout.paused(topic, group));
+    if (paused) {
+      this.ensureRootOnce();
+      ensureFolder(this.root, this.layout.paused(topic, group));
+    } else {
+      fs.rmSync(mark, { recursive: true, force: true });
+    }
+    this.logger.info({ event: paused ? 'group.paused' : 'group.resumed', topic, group });
+  }
+
+  async isPaused(topic: string, group: string): Promise<boolean> {
+    return fs.existsSync(folderPath(this.root, this.layout.paused(topic, group)));
+  }
+
   async close(): Promise<void> {
     if (this.closed) {
       return;
@@ -383,6 +455,18 @@ export class MaildirStore implements Store {
       list.sort();
     }
     return groups;
+  }
+}
+
+/** A message file's text; undefined when it was claimed or removed meanwhile. */
+function readIfPresent(path: string): Buffer | undefined {
+  try {
+    return fs.readFileSync(path);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') {
+      return undefined;
+    }
+    throw storageError(`cannot read ${path}`, err);
   }
 }
 

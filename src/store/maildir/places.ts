@@ -10,7 +10,7 @@ import type { ListOptions, Place, StoredMessage } from '../store.js';
 import { nameTimeMs } from './filenames.js';
 import { errnoOf, folderPath, isTrashed, listDir, storageError } from './folders.js';
 
-interface Entry {
+export interface Entry {
   ref: string;
   path: string;
   name: string;
@@ -41,7 +41,7 @@ export function placeFolders(layout: Layout, folders: string[], place: Place): s
   }
 }
 
-function entries(root: string, layout: Layout, folders: string[], place: Place): Entry[] {
+export function entries(root: string, layout: Layout, folders: string[], place: Place): Entry[] {
   const many = place.folder === 'in-flight';
   const found: Entry[] = [];
   for (const mailbox of placeFolders(layout, folders, place)) {
