@@ -16,7 +16,7 @@ import { HEADER } from '../message/headers.js';
 import type { Message } from '../message/message.js';
 import { setHeaders } from '../message/rewrite.js';
 import type { Claim, Claimer, Store } from '../store/store.js';
-import { AckBatch } from './ack-batch.js';
+import { ACK_BATCH_MAX, AckBatch } from './ack-batch.js';
 import { backoffMs } from './backoff.js';
 import { composeDeadLetter } from './dead-letter.js';
 import { DeadLetterError, HandlerTimeoutError, LeaseExpiredError, RetryError } from './errors.js';
@@ -53,6 +53,8 @@ const RETENTION_ZERO_SWEEP_MS = 1000;
 /** First pause after a failed claim (a dropped connection); doubles up to the maximum. */
 const CLAIM_RETRY_MIN_MS = 200;
 const CLAIM_RETRY_MAX_MS = 10_000;
+/** Most handled messages whose acks may be unsettled at once: two full ack batches. */
+const MAX_UNSETTLED_ACKS = 2 * ACK_BATCH_MAX;
 
 export interface WorkerOptions {
   topic: string;
@@ -122,6 +124,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   });
   private readonly buffer: Claim[] = [];
   private readonly active = new Set<Promise<void>>();
+  // Acks of handled messages that are not settled yet (their handler slots are free).
+  private readonly acking = new Set<Promise<void>>();
   private acks: AckBatch | undefined;
   private stopReason: StopReason | undefined;
   private started = 0;
@@ -359,13 +363,28 @@ export class Worker extends EventEmitter<WorkerEvents> {
       return;
     }
 
-    try {
-      await this.acks?.add(claim);
-      this.summary.handled += 1;
-      this.settle(message, 'acked');
-    } catch (err) {
-      this.warn(err, 'ack');
+    // The handler slot is free once the handler is done: the ack settles in the background, in
+    // a batch with others, so that a slow fsync or round trip does not idle the handlers. Past
+    // a bound of unsettled acks, the slot waits for its ack, which holds claiming back.
+    const acked = this.ack(message, claim);
+    if (this.acking.size >= MAX_UNSETTLED_ACKS) {
+      await acked;
     }
+  }
+
+  private ack(message: Message, claim: Claim): Promise<void> {
+    const acked = (async () => {
+      try {
+        await this.acks?.add(claim);
+        this.summary.handled += 1;
+        this.settle(message, 'acked');
+      } catch (err) {
+        this.warn(err, 'ack');
+      }
+    })();
+    const tracked = acked.finally(() => this.acking.delete(tracked));
+    this.acking.add(tracked);
+    return tracked;
   }
 
   /** Runs the handler under its time limit; a handler past it is abandoned, its attempt failed. */
@@ -501,6 +520,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     } catch (err) {
       this.warn(err, 'ack');
     }
+    await Promise.all(this.acking);
     await claimer.close();
   }
 }
