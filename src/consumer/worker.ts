@@ -16,7 +16,7 @@ import { HEADER } from '../message/headers.js';
 import type { Message } from '../message/message.js';
 import { setHeaders } from '../message/rewrite.js';
 import type { Claim, Claimer, Store } from '../store/store.js';
-import { ACK_BATCH_MAX, AckBatch } from './ack-batch.js';
+import { AckBatch } from './ack-batch.js';
 import { backoffMs } from './backoff.js';
 import { composeDeadLetter } from './dead-letter.js';
 import { DeadLetterError, HandlerTimeoutError, LeaseExpiredError, RetryError } from './errors.js';
@@ -53,8 +53,6 @@ const RETENTION_ZERO_SWEEP_MS = 1000;
 /** First pause after a failed claim (a dropped connection); doubles up to the maximum. */
 const CLAIM_RETRY_MIN_MS = 200;
 const CLAIM_RETRY_MAX_MS = 10_000;
-/** Most handled messages whose acks may be unsettled at once: two full ack batches. */
-const MAX_UNSETTLED_ACKS = 2 * ACK_BATCH_MAX;
 
 export interface WorkerOptions {
   topic: string;
@@ -124,8 +122,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
   });
   private readonly buffer: Claim[] = [];
   private readonly active = new Set<Promise<void>>();
-  // Acks of handled messages that are not settled yet (their handler slots are free).
-  private readonly acking = new Set<Promise<void>>();
   private acks: AckBatch | undefined;
   private stopReason: StopReason | undefined;
   private started = 0;
@@ -363,28 +359,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
       return;
     }
 
-    // The handler slot is free once the handler is done: the ack settles in the background, in
-    // a batch with others, so that a slow fsync or round trip does not idle the handlers. Past
-    // a bound of unsettled acks, the slot waits for its ack, which holds claiming back.
-    const acked = this.ack(message, claim);
-    if (this.acking.size >= MAX_UNSETTLED_ACKS) {
-      await acked;
+    try {
+      await this.acks?.add(claim);
+      this.summary.handled += 1;
+      this.settle(message, 'acked');
+    } catch (err) {
+      this.warn(err, 'ack');
     }
-  }
-
-  private ack(message: Message, claim: Claim): Promise<void> {
-    const acked = (async () => {
-      try {
-        await this.acks?.add(claim);
-        this.summary.handled += 1;
-        this.settle(message, 'acked');
-      } catch (err) {
-        this.warn(err, 'ack');
-      }
-    })();
-    const tracked = acked.finally(() => this.acking.delete(tracked));
-    this.acking.add(tracked);
-    return tracked;
   }
 
   /** Runs the handler under its time limit; a handler past it is abandoned, its attempt failed. */
@@ -520,7 +501,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
     } catch (err) {
       this.warn(err, 'ack');
     }
-    await Promise.all(this.acking);
     await claimer.close();
   }
 }
