@@ -564,9 +564,20 @@ describe('IMAP store on Dovecot', () => {
     const idleMs = performance.now() - storedAt;
     expect(idleMs).toBeLessThan(2_500);
     expect(await claimer.claim(1)).toHaveLength(1);
+
+    // Quiet, but the publish goes through the claimer's own store: it wakes the claimer itself.
+    await sleep(ACTIVE_POLL_WINDOW_MS + 200);
+    const own = claimer.waitForMessages(3_000, new AbortController().signal);
+    await store.append(topic, await compose(topic, [{ payload: 'own' }]));
+    const ownStoredAt = performance.now();
+    await own;
+    const ownMs = performance.now() - ownStoredAt;
+    expect(ownMs).toBeLessThan(100);
+    expect(await claimer.claim(1)).toHaveLength(1);
     console.log(
       `imap wait: new mail heard after ${heard.map((ms) => Math.round(ms)).join(', ')} ms ` +
-        `while polling, ${Math.round(idleMs)} ms by IDLE`,
+        `while polling, ${Math.round(idleMs)} ms by IDLE, ${Math.round(ownMs)} ms when ` +
+        'published through the same store',
     );
     await claimer.close();
   });

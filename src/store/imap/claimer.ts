@@ -317,6 +317,18 @@ export class ImapClaimer implements Claimer {
   }
 
   /**
+   * A publish to `topic` through the same store has completed: wake now, and poll for a while,
+   * as after a claim that found messages (the hint costs nothing when it is wrong).
+   */
+  notePublished(topic: string): void {
+    if (topic !== this.options.topic || this.closing) {
+      return;
+    }
+    this.lastActivityMs = Date.now();
+    this.wake();
+  }
+
+  /**
    * Asks the server for news with a NOOP every ACTIVE_POLL_INTERVAL_MS until mail is reported,
    * `untilMs` passes, or another wait or a claim takes over. An IDLE session is told of new
    * mail only when the server gets round to it (Dovecot: half a second later, every time),
