@@ -454,20 +454,8 @@ const LIMIT_OF: Array<{ system: string; metric: string; limitMode: string; limit
       limitMetric: 'message-cycle',
     },
     {
-      system: 'mailbus/maildir-durable',
-      metric: 'consume',
-      limitMode: 'maildir-fsync',
-      limitMetric: 'message-cycle',
-    },
-    {
       system: 'mailbus/maildir-relaxed',
       metric: 'end-to-end',
-      limitMode: 'maildir-nofsync',
-      limitMetric: 'message-cycle',
-    },
-    {
-      system: 'mailbus/maildir-relaxed',
-      metric: 'consume',
       limitMode: 'maildir-nofsync',
       limitMetric: 'message-cycle',
     },
@@ -488,13 +476,13 @@ const LIMIT_OF: Array<{ system: string; metric: string; limitMode: string; limit
       system: 'mailbus/imap',
       metric: 'latency-p50',
       limitMode: 'dovecot',
-      limitMetric: 'noop-notice-ms',
+      limitMetric: 'message-path-ms',
     },
     {
       system: 'mailbus/smtp',
       metric: 'latency-p50',
       limitMode: 'dovecot',
-      limitMetric: 'noop-notice-ms',
+      limitMetric: 'message-path-ms',
     },
   ];
 
