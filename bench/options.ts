@@ -64,6 +64,8 @@ export interface BenchOptions {
   /** Longest any one measured phase may take; a phase cut short reports what it did. */
   phaseTimeoutMs: number;
   scaling: boolean;
+  /** Measure the raw Maildir and Dovecot operations mailbus is built on (limits.ts). */
+  limits: boolean;
   /** The systems the scaling runs cover (a subset: they are long). */
   scalingSystems: SystemId[];
   scalingBacklog: number;
@@ -104,6 +106,7 @@ export const USAGE = `npm run bench -- [options]
   --runs N                repetitions, the median is reported (3; quick 1)
   --phase-timeout-s S     longest one measured phase may take (8; quick 5; end-to-end 1.5 times that)
   --no-scaling            skip the scaling runs in full mode
+  --no-limits             skip measuring the raw Maildir and Dovecot operations under mailbus
   --backlog N             the large backlog of the scaling runs (200000)
   --scaling-systems A,B   systems of the scaling runs (${DEFAULT_SCALING_SYSTEMS.join(', ')})
   --data-dir DIR          where the Maildirs go (default /tmp, which is on the disk here)
@@ -182,6 +185,7 @@ export function resolveOptions(argv: string[]): BenchOptions | undefined {
       runs: { type: 'string' },
       'phase-timeout-s': { type: 'string' },
       'no-scaling': { type: 'boolean' },
+      'no-limits': { type: 'boolean' },
       backlog: { type: 'string' },
       'scaling-systems': { type: 'string' },
       'data-dir': { type: 'string' },
@@ -223,6 +227,7 @@ export function resolveOptions(argv: string[]): BenchOptions | undefined {
     warmupMessages: quick ? 50 : 200,
     phaseTimeoutMs: count('phase-timeout-s', values['phase-timeout-s'], quick ? 5 : 8) * 1000,
     scaling: !quick && !(values['no-scaling'] ?? false),
+    limits: !(values['no-limits'] ?? false),
     scalingSystems:
       values['scaling-systems'] === undefined
         ? DEFAULT_SCALING_SYSTEMS

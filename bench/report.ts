@@ -19,7 +19,7 @@ export function formatValue(value: number, unit: string): string {
   return Math.round(value).toLocaleString('en-US');
 }
 
-function table(header: string[], lines: string[][]): string {
+export function table(header: string[], lines: string[][]): string {
   const widths = header.map((title, i) =>
     Math.max(title.length, ...lines.map((line) => (line[i] ?? '').length)),
   );

@@ -17,6 +17,8 @@ import { chartSvg } from './chart.js';
 import { commandOutput, machine, packageVersion, storageOf } from './environment.js';
 import type { BenchOptions, Phase, SystemId } from './options.js';
 import { USAGE, resolveOptions } from './options.js';
+import type { LimitRow } from './limits.js';
+import { limitRatios, limitTables, measureLimits } from './limits.js';
 import { formatSummary, summariseProfile } from './profile.js';
 import { mailbusFirst, mainTable, ratioTables, rowDetails, scalingTables } from './report.js';
 import type { ResultRow, SkippedRow } from './results.js';
@@ -417,7 +419,12 @@ async function main(): Promise<void> {
   const rows: ResultRow[] = [];
   const skipped: SkippedRow[] = [];
   const warnings = new Map<string, string[]>();
+  const limits: LimitRow[] = [];
   try {
+    // First, next to the mailbus systems that run first: this disk's speed drifts within minutes.
+    if (options.limits) {
+      limits.push(...(await measureLimits(endpoints, workDir, options.payloadBytes, log)));
+    }
     for (const id of options.systems) {
       const needsMail = id === 'mailbus/imap' || id === 'mailbus/smtp';
       if (needsMail && !endpoints.mail) {
@@ -476,15 +483,21 @@ async function main(): Promise<void> {
     say('');
     say(scaling);
   }
+  const limitLine = limitRatios(rows, limits);
+  if (limits.length > 0) {
+    say('');
+    say(limitTables(limits, limitLine));
+  }
   say('');
   say(
     `finished in ${((Date.now() - started) / 1000).toFixed(0)} s; load average after ` +
       machine().loadAverage.join(' '),
   );
 
-  for (const row of [...rows, ...skipped]) {
+  for (const row of [...rows, ...skipped, ...limits]) {
     emitJson(row);
   }
+  emitJson(limitLine);
   emitJson(ratioLine);
 
   const subtitle =
@@ -496,8 +509,9 @@ async function main(): Promise<void> {
   fs.writeFileSync(chartFile, svg);
   fs.writeFileSync(
     path.join(outDir, 'results.jsonl'),
-    [meta, ...rows, ...skipped, ratioLine].map((record) => JSON.stringify(record)).join('\n') +
-      '\n',
+    [meta, ...rows, ...skipped, ...limits, limitLine, ratioLine]
+      .map((record) => JSON.stringify(record))
+      .join('\n') + '\n',
   );
   log(`chart: ${chartFile}; results: ${path.join(outDir, 'results.jsonl')}`);
   if (options.writeDocs) {

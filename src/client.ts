@@ -32,6 +32,7 @@ import { Verifier } from './security/verify.js';
 import { checkDkimPolicy } from './security/dkim.js';
 import type { DkimPolicy } from './security/dkim.js';
 import { DEFAULT_GROUP } from './store/layout.js';
+import { GroupCommit } from './store/group-commit.js';
 import { MaildirStore } from './store/maildir/maildir-store.js';
 import { MAX_DEDUP_WINDOW_MS } from './store/store.js';
 import type { GroupStats, Store, SubscribeResult } from './store/store.js';
@@ -226,6 +227,8 @@ export class Mailbus extends EventEmitter<MailbusEvents> {
   private readonly verifyKeys: SigningKey[];
   private readonly logger: Logger;
   private readonly workers = new Set<Worker>();
+  // One group commit per topic that single publishes went to.
+  private readonly commits = new Map<string, GroupCommit>();
   private closed = false;
 
   constructor(
@@ -251,11 +254,26 @@ export class Mailbus extends EventEmitter<MailbusEvents> {
     this.logger = options.logger;
   }
 
-  /** Publishes one message; resolves with its id once it is stored (or accepted by SMTP). */
+  /**
+   * Publishes one message; resolves with its id once it is stored (or accepted by SMTP).
+   * Publishes of one topic that overlap share store appends (group-commit.ts): many callers
+   * with publishes outstanding cost one fsync or one MULTIAPPEND per batch, not one each.
+   */
   async publish(topic: string, payload: unknown, options: PublishOptions = {}): Promise<string> {
     const { notBefore, delayMs, ...message } = options;
-    const [id] = await this.publishBatch(topic, [{ ...message, payload }], { notBefore, delayMs });
-    return id as string;
+    if (notBefore !== undefined || delayMs !== undefined || this.smtp) {
+      // SMTP submits each message on its own, and a delay applies to one whole append.
+      const [id] = await this.publishBatch(topic, [{ ...message, payload }], {
+        notBefore,
+        delayMs,
+      });
+      return id as string;
+    }
+    this.assertOpen();
+    checkName('topic', topic);
+    const composed = await this.compose(topic, { ...message, payload });
+    await this.groupCommit(topic).add(composed);
+    return composed.id;
   }
 
   /** Publishes several messages of one topic in one store operation. */
@@ -275,15 +293,35 @@ export class Mailbus extends EventEmitter<MailbusEvents> {
     }
     const composed: ComposedMessage[] = [];
     for (const message of messages) {
-      composed.push(
-        await composeMessage(topic, message, {
-          from: this.from,
-          maxMessageBytes: this.maxMessageBytes,
-          signingKey: this.signingKey,
-        }),
-      );
+      composed.push(await this.compose(topic, message));
     }
+    await this.storeMessages(topic, composed, notBefore);
+    return composed.map((message) => message.id);
+  }
 
+  private compose(topic: string, message: OutgoingMessage): Promise<ComposedMessage> {
+    return composeMessage(topic, message, {
+      from: this.from,
+      maxMessageBytes: this.maxMessageBytes,
+      signingKey: this.signingKey,
+    });
+  }
+
+  private groupCommit(topic: string): GroupCommit {
+    let commit = this.commits.get(topic);
+    if (commit === undefined) {
+      commit = new GroupCommit((messages) => this.storeMessages(topic, messages, undefined));
+      this.commits.set(topic, commit);
+    }
+    return commit;
+  }
+
+  /** Stores composed messages (or sends them through SMTP), leaving out duplicates. */
+  private async storeMessages(
+    topic: string,
+    composed: ComposedMessage[],
+    notBefore: Date | undefined,
+  ): Promise<void> {
     const fresh = await this.withoutDuplicates(topic, composed);
     if (fresh.length > 0 && this.smtp) {
       await this.store.ensureTopic(topic);
@@ -296,7 +334,6 @@ export class Mailbus extends EventEmitter<MailbusEvents> {
     if (fresh.length > 0) {
       this.emit('published', topic, fresh.length);
     }
-    return composed.map((message) => message.id);
   }
 
   /**

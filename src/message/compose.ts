@@ -126,6 +126,16 @@ function build(node: MimeNode): Promise<Buffer> {
   });
 }
 
+/**
+ * The message text of a single-part 7bit node, as build() would stream it: nodemailer's header
+ * block, a blank line, the content as it is, and a final line break. build() runs a stream
+ * pipeline per message, which cost more than the rest of a publish; the bytes are the same.
+ */
+export function build7bit(node: MimeNode, content: string): Buffer {
+  const ending = content.endsWith('\n') ? '' : content.endsWith('\r') ? '\n' : '\r\n';
+  return Buffer.from(`${node.buildHeaders()}\r\n\r\n${content}${ending}`, 'utf8');
+}
+
 export async function composeMessage(
   topic: string,
   message: OutgoingMessage,
@@ -178,8 +188,9 @@ export async function composeMessage(
   const longLine = json.split('\n').some((line) => line.length > MAX_LINE_LENGTH);
   node.setHeader('Content-Transfer-Encoding', longLine ? 'quoted-printable' : '7bit');
   // Mail lines end in CRLF (RFC 5322 section 2.3); JSON.stringify's line breaks are bare LFs.
-  node.setContent(json.replace(/\n/g, '\r\n'));
-  const raw = await build(node);
+  const content = json.replace(/\n/g, '\r\n');
+  node.setContent(content);
+  const raw = longLine ? await build(node) : build7bit(node, content);
 
   if (raw.length > options.maxMessageBytes) {
     throw new MailbusError(

@@ -12,6 +12,7 @@ import type { ImapConfig } from '../../src/config/connection.js';
 import { LeaseLostError, isMailbusError } from '../../src/errors.js';
 import type { MailbusError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
+import { ACTIVE_POLL_WINDOW_MS } from '../../src/store/imap/claimer.js';
 import { RECONNECT_MAX_DELAY_MS } from '../../src/store/imap/connection.js';
 import { ImapStore } from '../../src/store/imap/imap-store.js';
 import type { Claim, Claimer, Store } from '../../src/store/store.js';
@@ -541,6 +542,71 @@ describe('IMAP store on Dovecot', () => {
     setTimeout(() => abort.abort(), 100);
     await claimer.waitForMessages(10_000, abort.signal);
     expect(Date.now() - abortStarted).toBeLessThan(5_000);
+    await claimer.close();
+  });
+
+  it('hears of new mail at once for a second after a busy moment, then only by IDLE', async () => {
+    const records: { role?: string; src?: string; msg?: string }[] = [];
+    const logger = pino(
+      { level: 'debug' },
+      { write: (line: string) => void records.push(JSON.parse(line)) },
+    );
+    const store = await ImapStore.open(imapConfig(), { logger });
+    opened.push(store);
+    const publisher = await openStore();
+    const topic = uniqueTopic('imap-poll');
+    const claimer = await store.claimer(topic, 'default', { consumer: 'w1' });
+    const noops = (): number =>
+      records.filter((r) => r.role === 'claim' && r.src === 'c' && / NOOP$/.test(r.msg ?? ''))
+        .length;
+
+    // Busy: a claim just found a message, so the wait polls and hears of the next one soon
+    // (Dovecot tells an IDLE session about 500 ms late).
+    await publisher.append(topic, await compose(topic, [{ payload: 'first' }]));
+    const first = await claimer.claim(1);
+    expect(first).toHaveLength(1);
+    await claimer.ack(first);
+    const heard: number[] = [];
+    for (let n = 0; n < 3; n += 1) {
+      const waiting = claimer.waitForMessages(5_000, new AbortController().signal);
+      await sleep(30);
+      await publisher.append(topic, await compose(topic, [{ payload: n }]));
+      const storedAt = performance.now();
+      await waiting;
+      heard.push(performance.now() - storedAt);
+      const claims = await claimer.claim(1);
+      expect(claims).toHaveLength(1);
+      await claimer.ack(claims);
+    }
+    expect(Math.min(...heard)).toBeLessThan(250);
+
+    // Quiet: past the poll window, a wait sends no NOOP and hears of new mail through IDLE.
+    await sleep(ACTIVE_POLL_WINDOW_MS + 200);
+    const before = noops();
+    const waiting = claimer.waitForMessages(3_000, new AbortController().signal);
+    await sleep(600);
+    expect(noops()).toBe(before);
+    await publisher.append(topic, await compose(topic, [{ payload: 'quiet' }]));
+    const storedAt = performance.now();
+    await waiting;
+    const idleMs = performance.now() - storedAt;
+    expect(idleMs).toBeLessThan(2_500);
+    expect(await claimer.claim(1)).toHaveLength(1);
+
+    // Quiet, but the publish goes through the claimer's own store: it wakes the claimer itself.
+    await sleep(ACTIVE_POLL_WINDOW_MS + 200);
+    const own = claimer.waitForMessages(3_000, new AbortController().signal);
+    await store.append(topic, await compose(topic, [{ payload: 'own' }]));
+    const ownStoredAt = performance.now();
+    await own;
+    const ownMs = performance.now() - ownStoredAt;
+    expect(ownMs).toBeLessThan(100);
+    expect(await claimer.claim(1)).toHaveLength(1);
+    console.log(
+      `imap wait: new mail heard after ${heard.map((ms) => Math.round(ms)).join(', ')} ms ` +
+        `while polling, ${Math.round(idleMs)} ms by IDLE, ${Math.round(ownMs)} ms when ` +
+        'published through the same store',
+    );
     await claimer.close();
   });
 

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { ERROR_CODES } from '../../src/errors.js';
+import MimeNode from 'nodemailer/lib/mime-node';
 import {
+  build7bit,
   composeMessage,
   encodePayload,
   newMessageId,
@@ -201,4 +203,36 @@ describe('rewriting header fields for a redelivery', () => {
     expect(message.attempt).toBe(3);
     expect(message.lastError).toBe('boom: ünïcode second line');
   });
+});
+
+describe('the 7bit fast path of composing', () => {
+  // build7bit() must give the bytes nodemailer's streaming build() gives for the same node.
+  const variants: Array<{ headers: Record<string, string>; content: string }> = [
+    { headers: { Subject: '[orders] {"a":1}' }, content: '{\r\n  "a": 1\r\n}' },
+    {
+      headers: { Subject: 'café ✓ '.repeat(20), 'X-Mailbus-Key': 'kunde "Zoë" 7' },
+      content: '"text"',
+    },
+    { headers: { 'X-Long': 'word '.repeat(60) }, content: 'ends in a break\r\n' },
+    { headers: {}, content: 'ends in a CR\r' },
+  ];
+
+  for (const [index, { headers, content }] of variants.entries()) {
+    it(`gives the same bytes as build() (variant ${index + 1})`, async () => {
+      const make = (): MimeNode => {
+        const node = new MimeNode('application/json; charset=utf-8');
+        node.setHeader('From', options.from);
+        node.setHeader('Message-ID', '<same@mailbus>');
+        node.setHeader('Date', 'Thu, 03 Dec 2026 15:00:00 +0000');
+        for (const [name, value] of Object.entries(headers)) {
+          node.setHeader(name, value);
+        }
+        node.setHeader('Content-Transfer-Encoding', '7bit');
+        node.setContent(content);
+        return node;
+      };
+      const streamed = await make().build();
+      expect(build7bit(make(), content).toString('latin1')).toBe(streamed.toString('latin1'));
+    });
+  }
 });

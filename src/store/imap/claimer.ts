@@ -121,6 +121,16 @@ export const SETTLE_RETRY_MAX_PAUSE_MS = 5_000;
  */
 export const SETTLE_RETRY_WINDOW_MS = 30_000;
 
+/**
+ * How long after a claim last found messages a waiting claimer polls the server with NOOP
+ * instead of waiting on IDLE, and how often. Dovecot tells an IDLE session of new mail about
+ * 500 ms after it arrives, and a NOOP at once: polling keeps the latency of a busy queue to
+ * about the interval, and stops a second after the queue went quiet, so a quiet queue costs
+ * the server one IDLE session and at most 100 NOOPs after each burst.
+ */
+export const ACTIVE_POLL_WINDOW_MS = 1_000;
+export const ACTIVE_POLL_INTERVAL_MS = 10;
+
 /** Separates the mailbox and the UID in a claim's location: `orders.default.In-Progress.w1#7`. */
 const LOCATION_SEPARATOR = '#';
 
@@ -178,6 +188,10 @@ export class ImapClaimer implements Claimer {
   // Set when a claim passed over messages whose keys' turns others held: look again by then.
   private turnRecheckAtMs: number | undefined;
   private readonly wakers = new Set<() => void>();
+  // When a claim last found messages: for a while after it, waiting polls instead of IDLEs.
+  private lastActivityMs = 0;
+  // The poll of the wait in progress; a new wait or a claim replaces it, which ends the old one.
+  private poll: object | undefined;
   private closing: Promise<void> | undefined;
   // Aborted by close(): a settle waiting to try again gives up at once.
   private readonly closeSignal = new AbortController();
@@ -274,6 +288,7 @@ export class ImapClaimer implements Claimer {
     try {
       return await this.claimConnection.run({ command: 'claim' }, async (client) => {
         this.mailMaybeWaiting = false;
+        this.poll = undefined;
         this.noticeGroupUidValidity(client);
         if (this.promoter.wanted(Date.now())) {
           await this.promoter.promote(client);
@@ -289,6 +304,9 @@ export class ImapClaimer implements Claimer {
           }
           if (result.claimed.length > 0 || !result.contended) {
             this.settleViewStale ||= result.claimed.length > 0;
+            if (result.claimed.length > 0) {
+              this.lastActivityMs = Date.now();
+            }
             return result.claimed.map((message) => this.toClaim(message));
           }
         }
@@ -325,14 +343,65 @@ export class ImapClaimer implements Claimer {
       }
     }
 
-    await new Promise<void>((resolve) => {
+    const waitMs = Math.min(timeoutMs, dueInMs);
+    const pollUntilMs = this.lastActivityMs + ACTIVE_POLL_WINDOW_MS;
+    if (Date.now() < pollUntilMs) {
+      await this.pollForMail(Math.min(Date.now() + waitMs, pollUntilMs), signal);
+      return;
+    }
+    await this.sleep(waitMs, signal);
+  }
+
+  /**
+   * A publish to `topic` through the same store has completed: wake now, and poll for a while,
+   * as after a claim that found messages (the hint costs nothing when it is wrong).
+   */
+  notePublished(topic: string): void {
+    if (topic !== this.options.topic || this.closing) {
+      return;
+    }
+    this.lastActivityMs = Date.now();
+    this.wake();
+  }
+
+  /**
+   * Asks the server for news with a NOOP every ACTIVE_POLL_INTERVAL_MS until mail is reported,
+   * `untilMs` passes, or another wait or a claim takes over. An IDLE session is told of new
+   * mail only when the server gets round to it (Dovecot: half a second later, every time),
+   * while a NOOP makes the server look at once: so a queue that has just been busy is polled
+   * for a short while, and a quiet one costs the server nothing but IDLE.
+   */
+  private async pollForMail(untilMs: number, signal: AbortSignal): Promise<void> {
+    const poll = {};
+    this.poll = poll;
+    while (this.poll === poll && !this.mailMaybeWaiting && !this.closing && !signal.aborted) {
+      const leftMs = untilMs - Date.now();
+      if (leftMs <= 0) {
+        return;
+      }
+      await this.sleep(Math.min(ACTIVE_POLL_INTERVAL_MS, leftMs), signal);
+      if (this.poll !== poll || this.mailMaybeWaiting || this.closing || signal.aborted) {
+        return;
+      }
+      try {
+        // New mail comes back as an EXISTS response, which wakes this claimer.
+        await this.claimConnection.run({ command: 'NOOP' }, (client) => client.noop());
+      } catch (err) {
+        this.log.debug({ err: errorText(err) }, 'NOOP while waiting for mail failed');
+        return; // the next claim reconnects
+      }
+    }
+  }
+
+  private sleep(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
         signal.removeEventListener('abort', done);
         this.wakers.delete(done);
         resolve();
       };
-      const timer = setTimeout(done, Math.min(timeoutMs, dueInMs));
+      const timer = setTimeout(done, ms);
       signal.addEventListener('abort', done, { once: true });
       this.wakers.add(done);
     });

@@ -256,6 +256,13 @@ export class ImapStore implements Store {
       },
       topicMailbox,
     );
+    // Claimers of this topic in this process hear of the publish at once, without waiting
+    // for the server to tell their IDLE (Dovecot does so about half a second later).
+    if (notBefore === undefined || notBefore.getTime() <= Date.now()) {
+      for (const claimer of this.claimers) {
+        claimer.notePublished(topic);
+      }
+    }
   }
 
   /** A claimer for the group; the topic and the group are created if they do not exist. */
