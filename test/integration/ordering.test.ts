@@ -3,17 +3,16 @@
 // failing message holds the later messages of its key until it is acked or dead-lettered.
 
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ImapFlow } from 'imapflow';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DeadLetterError, connect } from '../../src/index.js';
 import type { ConnectOptions, Mailbus, Message, Worker } from '../../src/index.js';
 import { keyDigest } from '../../src/message/ordering.js';
 import { uniqueTopic } from '../support/store-conformance.js';
 import { CLI } from '../support/cli.js';
-import { imapEnv, imapOptions, mailServers } from '../support/imap.js';
+import { imapEnv, imapOptions, imapSession } from '../support/imap.js';
 import { tempDir } from '../support/temp.js';
 
 interface Run {
@@ -276,16 +275,7 @@ orderingSuite(
   () => imapOptions(),
   () => imapEnv(),
   async (topic, key) => {
-    const info = mailServers();
-    const client = new ImapFlow({
-      host: info.host,
-      port: info.imapPort,
-      secure: false,
-      auth: { user: info.user, pass: info.password },
-      tls: { ca: readFileSync(info.caFile, 'utf8') },
-      logger: false,
-    });
-    await client.connect();
+    const client = await imapSession();
     const mailbox = `${topic}.default.Turns`;
     await client.mailboxCreate(mailbox);
     const record = [

@@ -1,5 +1,7 @@
 // Connection details of the test Dovecot and Postfix, for the library and the command line.
 
+import { readFileSync } from 'node:fs';
+import { ImapFlow } from 'imapflow';
 import { inject } from 'vitest';
 import type { ConnectOptions } from '../../src/index.js';
 
@@ -45,4 +47,19 @@ export function imapEnv(withSmtp = false): NodeJS.ProcessEnv {
     MAILBUS_ADDRESS: queueAddress(),
     ...(withSmtp ? { MAILBUS_SMTP_URL: smtpUrl() } : {}),
   };
+}
+
+/** A plain imapflow session on the queue account, to look at or plant mail behind mailbus. */
+export async function imapSession(): Promise<ImapFlow> {
+  const info = mailServers();
+  const client = new ImapFlow({
+    host: info.host,
+    port: info.imapPort,
+    secure: false,
+    auth: { user: info.user, pass: info.password },
+    tls: { ca: readFileSync(info.caFile, 'utf8') },
+    logger: false,
+  });
+  await client.connect();
+  return client;
 }

@@ -374,10 +374,11 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
       it('gives a group from earliest every earlier message once, in order, byte for byte', async () => {
         const store = await open();
         const topic = uniqueTopic('replay');
+        // Two keys: a key's second message would wait for its first to be acked.
         const outgoing: OutgoingMessage[] = [
           { payload: { n: 1 }, key: 'order-7' },
           { payload: { n: 2 }, priority: 'high' },
-          { payload: { n: 3 }, key: 'order-7' },
+          { payload: { n: 3 }, key: 'order-8' },
           { payload: { n: 4 } },
         ];
         const earlier = await compose(topic, outgoing);

@@ -678,3 +678,43 @@ export function headerFields(block: Buffer | undefined): Map<string, string> {
   }
   return fields;
 }
+
+/** One message's fields of interest, as readFields() returns them. */
+export interface FieldsOfMessage {
+  uid: number;
+  /** INTERNALDATE in ms since the epoch; NaN when the server sent none. */
+  storedMs: number;
+  fields: Map<string, string>;
+}
+
+/**
+ * Selects `mailbox` and reads the header fields `names` of every message in it: for the small
+ * bookkeeping mailboxes (heartbeats, key turns). None when the mailbox does not exist.
+ */
+export async function readFields(
+  client: ImapFlow,
+  mailbox: string,
+  names: string[],
+): Promise<FieldsOfMessage[]> {
+  try {
+    await client.mailboxOpen(mailbox);
+  } catch (err) {
+    if (isMissingMailbox(err)) {
+      return [];
+    }
+    throw err;
+  }
+  if (!client.mailbox || client.mailbox.exists === 0) {
+    return [];
+  }
+  const fetched = await client.fetchAll(
+    '1:*',
+    { uid: true, internalDate: true, headers: names },
+    { uid: true },
+  );
+  return fetched.map((message) => ({
+    uid: message.uid,
+    storedMs: message.internalDate ? new Date(message.internalDate).getTime() : NaN,
+    fields: headerFields(message.headers),
+  }));
+}

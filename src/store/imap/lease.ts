@@ -54,7 +54,7 @@ import type { ClaimedMessage } from './claim.js';
 import {
   creatingMailbox,
   formatUidSet,
-  headerFields,
+  readFields,
   isMissingMailbox,
   mailboxStatus,
   moveMessages,
@@ -142,32 +142,16 @@ export function heartbeatMessage(consumer: string, topic: string, group: string,
 
 /** Selects the Consumers mailbox and reads every heartbeat in it; none when it does not exist. */
 export async function readHeartbeats(client: ImapFlow, mailbox: string): Promise<Heartbeat[]> {
-  try {
-    await client.mailboxOpen(mailbox);
-  } catch (err) {
-    if (isMissingMailbox(err)) {
-      return [];
-    }
-    throw err;
-  }
-  if (!client.mailbox || client.mailbox.exists === 0) {
-    return [];
-  }
-
-  const fetched = await client.fetchAll(
-    '1:*',
-    { uid: true, internalDate: true, headers: [CONSUMER_HEADER, ALIVE_AT_HEADER] },
-    { uid: true },
-  );
   const heartbeats: Heartbeat[] = [];
-  for (const message of fetched) {
-    const fields = headerFields(message.headers);
+  for (const { uid, storedMs, fields } of await readFields(client, mailbox, [
+    CONSUMER_HEADER,
+    ALIVE_AT_HEADER,
+  ])) {
     const consumer = fields.get(CONSUMER_HEADER.toLowerCase());
     const aliveAt = Date.parse(fields.get(ALIVE_AT_HEADER.toLowerCase()) ?? '');
-    const stored = message.internalDate ? new Date(message.internalDate).getTime() : NaN;
-    const atMs = Number.isFinite(aliveAt) ? aliveAt : stored;
+    const atMs = Number.isFinite(aliveAt) ? aliveAt : storedMs;
     if (consumer && Number.isFinite(atMs)) {
-      heartbeats.push({ uid: message.uid, consumer, atMs });
+      heartbeats.push({ uid, consumer, atMs });
     }
   }
   return heartbeats;

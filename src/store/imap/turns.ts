@@ -18,8 +18,8 @@ import {
   appendMessages,
   creatingMailbox,
   deleteMessages,
-  headerFields,
   isMissingMailbox,
+  readFields,
 } from './commands.js';
 import type { ImapConnection } from './connection.js';
 
@@ -194,30 +194,16 @@ export class ImapTurns {
 }
 
 async function readRecords(client: ImapFlow, mailbox: string): Promise<TurnRecord[]> {
-  try {
-    await client.mailboxOpen(mailbox);
-  } catch (err) {
-    if (isMissingMailbox(err)) {
-      return [];
-    }
-    throw err;
-  }
-  if (!client.mailbox || client.mailbox.exists === 0) {
-    return [];
-  }
-  const fetched = await client.fetchAll(
-    '1:*',
-    { uid: true, internalDate: true, headers: [TURN_KEY_HEADER, TURN_HOLDER_HEADER] },
-    { uid: true },
-  );
   const records: TurnRecord[] = [];
-  for (const message of fetched) {
-    const fields = headerFields(message.headers);
+  for (const { uid, storedMs, fields } of await readFields(client, mailbox, [
+    TURN_KEY_HEADER,
+    TURN_HOLDER_HEADER,
+  ])) {
     const keyDigest = fields.get(TURN_KEY_HEADER.toLowerCase());
     const messageId = fields.get(TURN_HOLDER_HEADER.toLowerCase());
-    const writtenMs = message.internalDate ? new Date(message.internalDate).getTime() : Date.now();
+    const writtenMs = Number.isFinite(storedMs) ? storedMs : Date.now();
     if (keyDigest && messageId) {
-      records.push({ uid: message.uid, keyDigest, messageId, writtenMs });
+      records.push({ uid, keyDigest, messageId, writtenMs });
     }
   }
   return records;
