@@ -188,9 +188,30 @@ function resolveNotBefore(schedule: ScheduleOptions): Date | undefined {
     return notBefore;
   }
   if (delayMs !== undefined) {
-    return new Date(Date.now() + nonNegative('delayMs', delayMs, 0));
+    const due = new Date(Date.now() + nonNegative('delayMs', delayMs, 0));
+    if (Number.isNaN(due.getTime())) {
+      throw new MailbusError(
+        ERROR_CODES.INVALID_OPTION,
+        `delayMs ${String(delayMs)} puts the message past the last date a clock can show`,
+      );
+    }
+    return due;
   }
   return undefined;
+}
+
+/** The longest a timer can wait in Node.js (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A duration that a timer waits out: at most MAX_TIMER_MS, which Node.js would cut to 1 ms. */
+function timerMs(name: string, resolved: number): number {
+  if (resolved > MAX_TIMER_MS) {
+    throw new MailbusError(
+      ERROR_CODES.INVALID_OPTION,
+      `${name} may be at most ${MAX_TIMER_MS} ms (about 24 days), not ${String(resolved)}`,
+    );
+  }
+  return resolved;
 }
 
 /** A duration of zero or more milliseconds (Infinity allowed: "forever"). */
@@ -404,16 +425,18 @@ export class Mailbus extends EventEmitter<MailbusEvents> {
         options.maxMessages === undefined
           ? undefined
           : positiveInteger('maxMessages', options.maxMessages, 1),
-      idleTimeoutMs: options.idleTimeoutMs,
+      idleTimeoutMs:
+        options.idleTimeoutMs === undefined
+          ? undefined
+          : timerMs('idleTimeoutMs', nonNegative('idleTimeoutMs', options.idleTimeoutMs, 0)),
       maxAttempts: positiveInteger('maxAttempts', options.maxAttempts, DEFAULT_MAX_ATTEMPTS),
-      graceMs: nonNegative('graceMs', options.graceMs, DEFAULT_GRACE_MS),
-      leaseMs: positiveMs('leaseMs', options.leaseMs, DEFAULT_LEASE_MS),
+      graceMs: timerMs('graceMs', nonNegative('graceMs', options.graceMs, DEFAULT_GRACE_MS)),
+      leaseMs: timerMs('leaseMs', positiveMs('leaseMs', options.leaseMs, DEFAULT_LEASE_MS)),
       backoffMs: nonNegative('backoffMs', options.backoffMs, DEFAULT_BACKOFF_MS),
       maxBackoffMs: nonNegative('maxBackoffMs', options.maxBackoffMs, DEFAULT_MAX_BACKOFF_MS),
-      handlerTimeoutMs: positiveMs(
+      handlerTimeoutMs: timerMs(
         'handlerTimeoutMs',
-        options.handlerTimeoutMs,
-        DEFAULT_HANDLER_TIMEOUT_MS,
+        positiveMs('handlerTimeoutMs', options.handlerTimeoutMs, DEFAULT_HANDLER_TIMEOUT_MS),
       ),
       archiveRetentionMs: nonNegative(
         'archiveRetentionMs',

@@ -154,6 +154,10 @@ describe('the command line on a Maildir', () => {
     [['publish', 'orders', '{}', '--header', 'Content-Type=x'], /set by mailbus itself/],
     [['consume', 'orders', '--concurrency', 'zero'], /--concurrency must be a whole number/],
     [['consume', 'orders', '--wait', 'soon'], /--wait must be a duration/],
+    // Node.js timers wait at most 2^31 - 1 ms: a longer one would fire at once.
+    [['consume', 'orders', '--timeout', '30d'], /handlerTimeoutMs may be at most 2147483647 ms/],
+    [['consume', 'orders', '--lease', '100d'], /leaseMs may be at most 2147483647 ms/],
+    [['publish', 'orders', '{}', '--delay', '99999999999d'], /past the last date a clock can show/],
     [
       ['subscribe', 'orders', 'late', '--from', 'yesterday'],
       /--from must be now, earliest .*"yesterday"/,

@@ -14,6 +14,7 @@ import { tempDir } from '../support/temp.js';
 const root = tempDir('secrets');
 const SIGNING_SECRET = 'signing-secret-4c1d9e7b2a6f8053';
 const OLD_SECRET = 'verify-secret-old-93a7c5e1d2b4f608';
+const DASHBOARD_TOKEN = 'dashboard-token-5b8e1f3a9c70d264';
 
 describe('secrets in output and logs', () => {
   it('appear nowhere in what any command prints', async () => {
@@ -26,9 +27,10 @@ describe('secrets in output and logs', () => {
       MAILBUS_LOG_LEVEL: 'debug',
       MAILBUS_SIGNING_KEY: `k-new:${SIGNING_SECRET}`,
       MAILBUS_VERIFY_KEYS: `k-old:${OLD_SECRET},k-new:${SIGNING_SECRET}`,
+      MAILBUS_DASHBOARD_TOKEN: DASHBOARD_TOKEN,
     };
     const wrongPassword = 'wrong-password-7e2c4a91';
-    const secrets = [info.password, SIGNING_SECRET, OLD_SECRET, wrongPassword];
+    const secrets = [info.password, SIGNING_SECRET, OLD_SECRET, DASHBOARD_TOKEN, wrongPassword];
 
     const results: [string, CliResult][] = [];
     const run = async (args: string[], extra: NodeJS.ProcessEnv = {}) => {

@@ -48,6 +48,7 @@ const SECRET_VARIABLES = [
   'MAILBUS_PASSWORD_FILE',
   'MAILBUS_SIGNING_KEY',
   'MAILBUS_VERIFY_KEYS',
+  'MAILBUS_DASHBOARD_TOKEN',
 ];
 
 /** The payload as a command reads it: text as it is, anything else as compact JSON. */
