@@ -9,6 +9,7 @@ import type { Context } from 'hono';
 import { setCookie } from 'hono/cookie';
 import { secureHeaders } from 'hono/secure-headers';
 import { streamSSE } from 'hono/streaming';
+import { z } from 'zod';
 import { DeadLetters } from '../admin/dead-letters.js';
 import { findMessage, moveToWaiting, viewMessage } from '../admin/messages.js';
 import type { Mailbus } from '../client.js';
@@ -193,38 +194,32 @@ export function dashboardApp(context: DashboardContext): Hono {
   };
 
   actions.post('/replay', async (c) => {
-    const body = await c.req.json<{
-      topic: string;
-      group: string;
-      ids?: string[];
-      all?: boolean;
-    }>();
+    const body = bodyOf(REPLAY_BODY, await c.req.json());
     const { topic, group } = place(body);
-    const ids = body.all === true ? 'all' : (body.ids ?? []).map(String);
+    const ids = body.all === true ? 'all' : (body.ids ?? []);
     const count = await new DeadLetters(bus.store, topic, group).replay(ids);
     await record(c, 'replay', topic, group, count);
     return c.json({ replayed: count });
   });
   actions.post('/purge', async (c) => {
-    const { topic, group } = place(await c.req.json());
+    const { topic, group } = place(bodyOf(PLACE_BODY, await c.req.json()));
     const count = await new DeadLetters(bus.store, topic, group).purge();
     await record(c, 'purge', topic, group, count);
     return c.json({ purged: count });
   });
   actions.post('/requeue', async (c) => {
-    const body = await c.req.json();
-    const where = { ...place(body), state: state(body.state), id: String(body.id ?? '') };
+    const body = bodyOf(REQUEUE_BODY, await c.req.json());
+    const where = { ...place(body), state: state(body.state), id: body.id };
     await moveToWaiting(bus.store, await findMessage(bus.store, where));
     await record(c, 'requeue', where.topic, where.group);
     return c.json({ requeued: 1 });
   });
   actions.post('/pause', async (c) => {
-    const body = await c.req.json();
+    const body = bodyOf(PAUSE_BODY, await c.req.json());
     const { topic, group } = place(body);
-    const paused = body.paused === true;
-    await bus.store.setPaused(topic, group, paused);
-    await record(c, paused ? 'pause' : 'resume', topic, group);
-    return c.json({ paused });
+    await bus.store.setPaused(topic, group, body.paused);
+    await record(c, body.paused ? 'pause' : 'resume', topic, group);
+    return c.json({ paused: body.paused });
   });
   app.route('/api/actions', actions);
 
@@ -241,11 +236,28 @@ export function dashboardApp(context: DashboardContext): Hono {
   return app;
 }
 
-function place(body: { topic?: unknown; group?: unknown }): { topic: string; group: string } {
-  return {
-    topic: checkName('topic', String(body.topic ?? '')),
-    group: checkName('group', String(body.group ?? '')),
-  };
+// The bodies the actions take: anything else is refused with what is wrong, never a 500.
+const PLACE_BODY = z.object({ topic: z.string(), group: z.string() });
+const REPLAY_BODY = PLACE_BODY.extend({
+  ids: z.array(z.string()).optional(),
+  all: z.boolean().optional(),
+});
+const REQUEUE_BODY = PLACE_BODY.extend({ state: z.string(), id: z.string() });
+const PAUSE_BODY = PLACE_BODY.extend({ paused: z.boolean() });
+
+function bodyOf<T>(schema: z.ZodType<T>, body: unknown): T {
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map(
+      (issue) => `${issue.path.join('.') || 'body'}: ${issue.message}`,
+    );
+    throw new MailbusError(ERROR_CODES.INVALID_OPTION, `bad request: ${problems.join('; ')}`);
+  }
+  return parsed.data;
+}
+
+function place(body: { topic: string; group: string }): { topic: string; group: string } {
+  return { topic: checkName('topic', body.topic), group: checkName('group', body.group) };
 }
 
 function state(value: unknown): MessageState {
@@ -261,7 +273,7 @@ function state(value: unknown): MessageState {
 
 function messageAddress(c: Context) {
   return {
-    ...place({ topic: c.req.query('topic'), group: c.req.query('group') }),
+    ...place({ topic: c.req.query('topic') ?? '', group: c.req.query('group') ?? '' }),
     state: state(c.req.query('state')),
     id: c.req.query('id') ?? '',
   };

@@ -98,4 +98,35 @@ describe('dashboard access', () => {
     });
     expect(read.status).toBe(405);
   });
+
+  it('answers a malformed action body with 400 and what is wrong, never a 500', async () => {
+    const dashboard = await startDashboard(bus, { port: 0, logger: silentLogger });
+    dashboards.push(dashboard);
+    const { port } = dashboard;
+    const action = (path: string, body: string) =>
+      send(port, {
+        method: 'POST',
+        path: `/api/actions/${path}`,
+        headers: {
+          Host: `127.0.0.1:${port}`,
+          'Content-Type': 'application/json',
+          'X-Mailbus-Action': '1',
+          Origin: `http://127.0.0.1:${port}`,
+        },
+        body,
+      });
+
+    const cases: Array<[string, string, RegExp]> = [
+      ['purge', 'null', /bad request: body: /],
+      ['requeue', 'null', /bad request: body: /],
+      ['replay', '{"topic":"orders","group":"default","ids":"abc"}', /bad request: ids: /],
+      ['pause', '{"topic":1,"group":2,"paused":true}', /bad request: topic: .*group: /],
+      ['pause', '{not json', /not valid JSON/],
+    ];
+    for (const [path, body, error] of cases) {
+      const answer = await action(path, body);
+      expect([path, body, answer.status]).toEqual([path, body, 400]);
+      expect(JSON.parse(answer.body).error).toMatch(error);
+    }
+  });
 });
