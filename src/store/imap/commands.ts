@@ -718,3 +718,22 @@ export async function readFields(
     fields: headerFields(message.headers),
   }));
 }
+
+/** Selects `mailbox`; false when it does not exist. */
+export async function selectIfExists(client: ImapFlow, mailbox: string): Promise<boolean> {
+  try {
+    await client.mailboxOpen(mailbox);
+    return true;
+  } catch (err) {
+    if (isMissingMailbox(err)) {
+      return false;
+    }
+    throw err;
+  }
+}
+
+/** An INTERNALDATE in ms since the epoch; 0 when the server sent none. */
+export function internalDateMs(internalDate: Date | string | undefined): number {
+  const at = internalDate === undefined ? NaN : new Date(internalDate).getTime();
+  return Number.isFinite(at) ? at : 0;
+}

@@ -8,8 +8,9 @@ import {
   earliestUids,
   formatSearchDate,
   formatUidSet,
-  isMissingMailbox,
+  internalDateMs,
   searchAllUids,
+  selectIfExists,
 } from './commands.js';
 
 /** Message texts fetched per command when listing: bounds one response, not the whole list. */
@@ -38,7 +39,7 @@ export async function listOldest(
   mailbox: string,
   limit?: number,
 ): Promise<MailboxMessage[]> {
-  if (limit === 0 || !(await select(client, mailbox)) || !client.mailbox) {
+  if (limit === 0 || !(await selectIfExists(client, mailbox)) || !client.mailbox) {
     return [];
   }
   if (client.mailbox.exists === 0) {
@@ -60,7 +61,7 @@ export async function listOldest(
     );
     uids = dated
       .filter((message) => !message.flags?.has('\\Deleted'))
-      .map((message) => ({ uid: message.uid, at: dateOf(message.internalDate) }))
+      .map((message) => ({ uid: message.uid, at: internalDateMs(message.internalDate) }))
       .sort((a, b) => a.at - b.at || a.uid - b.uid)
       .slice(0, limit)
       .map((message) => message.uid);
@@ -76,7 +77,7 @@ export async function listOldest(
     );
     for (const message of fetched) {
       if (message.source) {
-        const storedAt = new Date(dateOf(message.internalDate));
+        const storedAt = new Date(internalDateMs(message.internalDate));
         messages.push({ uid: message.uid, raw: message.source, storedAt });
       }
     }
@@ -90,7 +91,7 @@ export async function removeUids(
   mailbox: string,
   uids: number[],
 ): Promise<number> {
-  if (uids.length === 0 || !(await select(client, mailbox))) {
+  if (uids.length === 0 || !(await selectIfExists(client, mailbox))) {
     return 0;
   }
   const present = await searchAllUids(client, ['UID', formatUidSet(uids), 'UNDELETED']);
@@ -104,7 +105,7 @@ export async function purgeBefore(
   mailbox: string,
   before: Date,
 ): Promise<number> {
-  if (!(await select(client, mailbox))) {
+  if (!(await selectIfExists(client, mailbox))) {
     return 0;
   }
 
@@ -125,28 +126,10 @@ export async function purgeBefore(
       { uid: true },
     );
     const old = dated
-      .filter((message) => dateOf(message.internalDate) < before.getTime())
+      .filter((message) => internalDateMs(message.internalDate) < before.getTime())
       .map((message) => message.uid);
     await deleteMessages(client, old);
     purged += old.length;
   }
   return purged;
-}
-
-// Selects `mailbox`; false when it does not exist.
-async function select(client: ImapFlow, mailbox: string): Promise<boolean> {
-  try {
-    await client.mailboxOpen(mailbox);
-    return true;
-  } catch (err) {
-    if (isMissingMailbox(err)) {
-      return false;
-    }
-    throw err;
-  }
-}
-
-function dateOf(internalDate: Date | string | undefined): number {
-  const at = internalDate === undefined ? NaN : new Date(internalDate).getTime();
-  return Number.isFinite(at) ? at : 0;
 }

@@ -12,7 +12,7 @@ import { HEADER } from '../../message/headers.js';
 import { inTimeRange, matchesText } from '../search.js';
 import type { ResolvedPage } from '../search.js';
 import type { MessageState, SearchHit, SearchPage, SearchQuery } from '../store.js';
-import { formatUidSet, isMissingMailbox } from './commands.js';
+import { formatUidSet, internalDateMs, selectIfExists } from './commands.js';
 
 /** A mailbox to search, and what a hit found there is. */
 export interface SearchedMailbox {
@@ -81,7 +81,7 @@ export async function searchMailboxes(
 
   const found: Array<{ source: SearchedMailbox; uids: number[] }> = [];
   for (const source of mailboxes) {
-    if (!(await select(client, source.mailbox))) {
+    if (!(await selectIfExists(client, source.mailbox))) {
       continue;
     }
     let uids = (await client.search(criteria, { uid: true })) || [];
@@ -101,7 +101,7 @@ export async function searchMailboxes(
   } else {
     candidates = [];
     for (const { source, uids } of found) {
-      await select(client, source.mailbox);
+      await selectIfExists(client, source.mailbox);
       for (const dated of await internalDates(client, uids)) {
         if (inTimeRange(query, dated.storedAtMs)) {
           candidates.push({ source, ...dated });
@@ -148,7 +148,7 @@ async function internalDates(
       { uid: true },
     );
     for (const message of fetched) {
-      dated.push({ uid: message.uid, storedAtMs: dateOf(message.internalDate) });
+      dated.push({ uid: message.uid, storedAtMs: internalDateMs(message.internalDate) });
     }
   }
   return dated;
@@ -163,7 +163,7 @@ async function fetchHits(client: ImapFlow, chosen: Candidate[]): Promise<SearchH
 
   const texts = new Map<string, { raw: Buffer; storedAt: Date }>();
   for (const [source, uids] of byMailbox) {
-    if (!(await select(client, source.mailbox))) {
+    if (!(await selectIfExists(client, source.mailbox))) {
       continue;
     }
     const fetched = await client.fetchAll(
@@ -173,7 +173,7 @@ async function fetchHits(client: ImapFlow, chosen: Candidate[]): Promise<SearchH
     );
     for (const message of fetched) {
       if (message.source) {
-        const storedAt = new Date(dateOf(message.internalDate));
+        const storedAt = new Date(internalDateMs(message.internalDate));
         texts.set(`${source.mailbox}\u0000${message.uid}`, { raw: message.source, storedAt });
       }
     }
@@ -195,21 +195,4 @@ async function fetchHits(client: ImapFlow, chosen: Candidate[]): Promise<SearchH
     };
     return [hit];
   });
-}
-
-async function select(client: ImapFlow, mailbox: string): Promise<boolean> {
-  try {
-    await client.mailboxOpen(mailbox);
-    return true;
-  } catch (err) {
-    if (isMissingMailbox(err)) {
-      return false;
-    }
-    throw err;
-  }
-}
-
-function dateOf(internalDate: Date | string | undefined): number {
-  const at = internalDate === undefined ? NaN : new Date(internalDate).getTime();
-  return Number.isFinite(at) ? at : 0;
 }
