@@ -4,11 +4,10 @@
 // one. The group is drained first, so the deletion itself destroys no message. Messages
 // published after the new mailbox exists must be handled, within a bounded time.
 
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ImapFlow } from 'imapflow';
 import { describe, expect, it } from 'vitest';
-import { mailServers } from '../support/imap.js';
+import { imapSession, mailServers } from '../support/imap.js';
 import { uniqueTopic } from '../support/store-conformance.js';
 import { mailboxDir } from './mailboxes.js';
 import {
@@ -37,16 +36,7 @@ const DRAIN_TIMEOUT_MS = FULL ? 5 * 60_000 : 60_000;
 type Recreate = (topic: string) => Promise<{ note?: string; problem?: string }>;
 
 async function dovecotRecreate(topic: string) {
-  const info = mailServers();
-  const client = new ImapFlow({
-    host: info.host,
-    port: info.imapPort,
-    secure: false,
-    auth: { user: info.user, pass: info.password },
-    tls: { ca: readFileSync(info.caFile, 'utf8') },
-    logger: false,
-  });
-  await client.connect();
+  const client = await imapSession();
   try {
     const mailbox = `${topic}.default`;
     const uidValidity = async () => {

@@ -8,7 +8,6 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
-import { ImapFlow } from 'imapflow';
 import { SMTPServer } from 'smtp-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SmtpConfig } from '../../src/config/connection.js';
@@ -18,7 +17,7 @@ import { silentLogger } from '../../src/log.js';
 import { ImapStore } from '../../src/store/imap/imap-store.js';
 import { groupAddress, topicAddress } from '../../src/transport/addresses.js';
 import { SmtpPublisher } from '../../src/transport/smtp.js';
-import { mailServers, queueAddress } from '../support/imap.js';
+import { imapSession, mailServers, queueAddress } from '../support/imap.js';
 import { compose, uniqueTopic } from '../support/store-conformance.js';
 
 /** How long Postfix may take to hand a message through LMTP to Dovecot. */
@@ -73,16 +72,7 @@ async function closedPort(): Promise<number> {
 
 /** Polls the mailboxes' message counts until they reach `count` or the delivery timeout. */
 async function waitForCounts(mailboxes: string[], count: number): Promise<Record<string, number>> {
-  const info = mailServers();
-  const client = new ImapFlow({
-    host: info.host,
-    port: info.imapPort,
-    secure: false,
-    auth: { user: info.user, pass: info.password },
-    tls: { ca: readFileSync(info.caFile, 'utf8') },
-    logger: false,
-  });
-  await client.connect();
+  const client = await imapSession();
   try {
     const deadline = Date.now() + DELIVERY_TIMEOUT_MS;
     for (;;) {
