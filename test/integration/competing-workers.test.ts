@@ -14,13 +14,22 @@ import { tempDir } from '../support/temp.js';
 const MESSAGES = 5000;
 const WORKERS = 4;
 
-/** Runs one `mailbus consume` process until it has been idle for a while; returns the ids. */
-function workerProcess(topic: string, env: NodeJS.ProcessEnv): Promise<string[]> {
+interface WorkerRun {
+  ids: string[];
+  /** Its log lines of level warn and above, shown when a message goes missing. */
+  warnings: string[];
+}
+
+/** Runs one `mailbus consume` process until it has been idle for a while. */
+function workerProcess(topic: string, env: NodeJS.ProcessEnv): Promise<WorkerRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,
       [CLI, 'consume', topic, '--concurrency', '8', '--prefetch', '32', '--wait', '4s'],
-      { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+      {
+        env: { ...process.env, MAILBUS_LOG_LEVEL: 'warn', ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
     );
     let stdout = '';
     let stderr = '';
@@ -32,14 +41,11 @@ function workerProcess(topic: string, env: NodeJS.ProcessEnv): Promise<string[]>
         reject(new Error(`worker exited with ${code}: ${stderr}`));
         return;
       }
-      resolve(
-        stdout.trim() === ''
-          ? []
-          : stdout
-              .trim()
-              .split('\n')
-              .map((l) => JSON.parse(l).id),
-      );
+      const lines = (text: string): string[] => (text.trim() === '' ? [] : text.trim().split('\n'));
+      resolve({
+        ids: lines(stdout).map((line) => JSON.parse(line).id),
+        warnings: lines(stderr),
+      });
     });
   });
 }
@@ -55,16 +61,17 @@ async function compete(options: ConnectOptions, env: NodeJS.ProcessEnv): Promise
       published.push(...(await bus.publishBatch(topic, batch)));
     }
 
-    const perWorker = await Promise.all(
+    const runs = await Promise.all(
       Array.from({ length: WORKERS }, () => workerProcess(topic, env)),
     );
-    const handled = perWorker.flat();
-    expect(handled).toHaveLength(MESSAGES);
-    expect(new Set(handled).size).toBe(MESSAGES);
-    expect([...handled].sort()).toEqual([...published].sort());
-    // Each process took a share: the claims really competed.
-    expect(perWorker.filter((ids) => ids.length > 0).length).toBeGreaterThan(1);
-    expect(await bus.stats(topic)).toEqual([
+    const perWorker = runs.map((run) => run.ids);
+
+    // The counts first: when a message is missing, they tell where it was left.
+    const stats = await bus.stats(topic);
+    if (stats[0]?.handled !== MESSAGES) {
+      console.error(runs.flatMap((run) => run.warnings).join('\n'));
+    }
+    expect(stats).toEqual([
       {
         topic,
         group: 'default',
@@ -76,6 +83,12 @@ async function compete(options: ConnectOptions, env: NodeJS.ProcessEnv): Promise
         quarantined: 0,
       },
     ]);
+    const handled = perWorker.flat();
+    expect(handled).toHaveLength(MESSAGES);
+    expect(new Set(handled).size).toBe(MESSAGES);
+    expect([...handled].sort()).toEqual([...published].sort());
+    // Each process took a share: the claims really competed.
+    expect(perWorker.filter((ids) => ids.length > 0).length).toBeGreaterThan(1);
   } finally {
     await bus.close();
   }

@@ -22,6 +22,10 @@
 // for .SILENT: only those messages are ours. Last, only messages the MOVE really copied (named
 // in its COPYUID) are handed out, which covers a server that reports no FETCH at all.
 //
+// Why a claim record between the STORE and the MOVE: Dovecot 2.3 sometimes tells two sessions
+// that each of them changed the first message of a set (arbiter.ts), so the winners of a STORE
+// are confirmed by the order of claim records before they move.
+//
 // The same conditional STORE, with a keyword of its own, makes the promotion of due scheduled
 // messages exclusive (promote.ts): takeExclusively() is the step both share.
 //
@@ -30,6 +34,7 @@
 // pick is the key's first waiting message (turns.ts). Its turn is recorded before the STORE.
 
 import type { ImapFlow } from 'imapflow';
+import { ERROR_CODES, MailbusError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { keyDigest, orderingOf } from '../../message/ordering.js';
 import {
@@ -41,6 +46,7 @@ import {
   storeKeywordUnchangedSince,
 } from './commands.js';
 import type { SearchResult } from './commands.js';
+import type { ClaimArbiter } from './arbiter.js';
 import type { ImapTurns, TurnClaim } from './turns.js';
 
 /**
@@ -81,6 +87,7 @@ export async function claimRound(
   inProgress: string,
   log: Logger,
   turns: ImapTurns,
+  arbiter: ClaimArbiter,
 ): Promise<ClaimRound> {
   // High priority first: flagged waiting messages, then the others, each by lowest UID. Both
   // lists are looked at in full, since a key's first message may be in either.
@@ -99,7 +106,7 @@ export async function claimRound(
   }
   const records = await turns.write([...gate.turns.values()]);
   const recordOf = new Map([...gate.turns.keys()].map((uid, i) => [uid, records[i]]));
-  const outcome = await claimPicks(client, flagged, normal, inProgress, log);
+  const outcome = await claimPicks(client, { flagged, normal }, inProgress, log, arbiter);
 
   // Turns recorded for picks that another consumer won are not ours to keep.
   const kept = new Set(outcome.claimedFrom);
@@ -219,24 +226,32 @@ async function fetchOrderings(client: ImapFlow, uids: number[]): Promise<Map<num
 /** The conditional STOREs and the MOVE of one round's picks. */
 async function claimPicks(
   client: ImapFlow,
-  flagged: SearchResult,
-  normal: SearchResult,
+  picks: { flagged: SearchResult; normal: SearchResult },
   inProgress: string,
   log: Logger,
+  arbiter: ClaimArbiter,
 ): Promise<{ round: Omit<ClaimRound, 'deferred'>; claimedFrom: number[] }> {
   // Each SEARCH is a snapshot of its own, so each set of picks is protected by the MODSEQ read
   // with it: every change made after a snapshot gets a MODSEQ above the highest it reported.
-  const wonFlagged = await takeExclusively(client, flagged, CLAIM_KEYWORD);
-  const wonNormal = await takeExclusively(client, normal, CLAIM_KEYWORD);
-  const won = [...wonFlagged, ...wonNormal];
+  const stored = [
+    ...(await takeExclusively(client, picks.flagged, CLAIM_KEYWORD)),
+    ...(await takeExclusively(client, picks.normal, CLAIM_KEYWORD)),
+  ];
+  const lost = { round: { claimed: [], contended: true }, claimedFrom: [] };
+  if (stored.length === 0) {
+    return lost;
+  }
+  const { kept: won, record } = await arbitrateClaim(client, arbiter, stored);
   if (won.length === 0) {
-    return { round: { claimed: [], contended: true }, claimedFrom: [] };
+    arbiter.finished(record);
+    return lost;
   }
 
   const sources = await fetchSources(client, won);
   const present = won.filter((uid) => sources.has(uid));
   if (present.length === 0) {
-    return { round: { claimed: [], contended: true }, claimedFrom: [] };
+    arbiter.finished(record);
+    return lost;
   }
 
   // Safe now: the STORE made this consumer the only one that tries to move these messages. A
@@ -245,7 +260,8 @@ async function claimPicks(
   const moved = await creatingMailbox(client, inProgress, () =>
     moveMessages(client, present, inProgress),
   );
-  const isFlagged = new Set(wonFlagged);
+  arbiter.finished(record);
+  const isFlagged = new Set(picks.flagged.uids);
   const claimed: ClaimedMessage[] = [];
   const claimedFrom: number[] = [];
   for (const uid of present) {
@@ -268,6 +284,26 @@ async function claimPicks(
     );
   }
   return { round: { claimed, contended: claimed.length === 0 }, claimedFrom };
+}
+
+/**
+ * Records the UIDs a STORE won on the selected mailbox and keeps those no earlier claim record
+ * names (arbiter.ts). The record is the caller's to hand back with finished() after its MOVE.
+ */
+export async function arbitrateClaim(
+  client: ImapFlow,
+  arbiter: ClaimArbiter,
+  won: number[],
+): Promise<{ kept: number[]; record: number }> {
+  const mailbox = client.mailbox;
+  if (!mailbox) {
+    throw new MailbusError(ERROR_CODES.PROTOCOL, 'a claim needs its mailbox selected');
+  }
+  return await arbiter.arbitrate(
+    client,
+    { path: mailbox.path, uidValidity: mailbox.uidValidity },
+    won,
+  );
 }
 
 /** The lowest `max` UIDs of waiting messages, flagged or not, with the snapshot's MODSEQ. */

@@ -14,7 +14,9 @@
 //   leftovers of a previous process with the same consumer id), on the settle connection; and
 //   frees messages stranded with a claim or promote keyword (stranded.ts), on the claim one;
 // - hands out the messages of one ordering key one at a time (turns.ts), keeping the turns in
-//   the group's Turns mailbox on a third connection, opened only once a key is seen.
+//   the group's Turns mailbox on a third connection, opened only once a key is seen;
+// - confirms what each conditional STORE won with a claim record in that same mailbox, read
+//   and removed on the third connection (arbiter.ts).
 //
 // A settle (ack, release, dead letter) that loses its connection is tried again once the
 // connection is back, and takes a message already gone from the in-progress mailbox as settled
@@ -75,6 +77,7 @@ import type { Holder } from './lease.js';
 import { PROMOTE_KEYWORD, ScheduledPromoter } from './promote.js';
 import { scheduledCopy } from './schedule.js';
 import { StrandedWatch } from './stranded.js';
+import { ClaimArbiter } from './arbiter.js';
 import { ImapTurns } from './turns.js';
 import type { TurnClaim } from './turns.js';
 
@@ -177,6 +180,7 @@ export class ImapClaimer implements Claimer {
   private readonly claimConnection: ImapConnection;
   private readonly settleConnection: ImapConnection;
   private readonly turns: ImapTurns;
+  private readonly arbiter: ClaimArbiter;
   private readonly log: Logger;
   private readonly promoter: ScheduledPromoter;
   private readonly stranded: StrandedWatch;
@@ -232,7 +236,6 @@ export class ImapClaimer implements Claimer {
     this.junk = layout.junk(topic, group);
     this.quarantined = layout.quarantine(topic, group);
     this.log = options.logger.child({ topic, group, consumer });
-    this.promoter = new ScheduledPromoter(this.scheduled, this.groupMailbox, this.log);
     this.stranded = new StrandedWatch(this.log);
 
     this.claimConnection = new ImapConnection(config, {
@@ -260,7 +263,15 @@ export class ImapClaimer implements Claimer {
       capabilities: REQUIRED_CAPABILITIES.settle,
       condstore: false,
     });
-    this.turns = new ImapTurns(layout.turns(topic, group), turnsConnection, consumer, this.log);
+    const turnsMailbox = layout.turns(topic, group);
+    this.turns = new ImapTurns(turnsMailbox, turnsConnection, consumer, this.log);
+    this.arbiter = new ClaimArbiter(turnsMailbox, turnsConnection, consumer, this.log);
+    this.promoter = new ScheduledPromoter(
+      this.scheduled,
+      this.groupMailbox,
+      this.log,
+      this.arbiter,
+    );
   }
 
   /** Opens both connections; the store has made sure the group exists. */
@@ -295,7 +306,14 @@ export class ImapClaimer implements Claimer {
         }
 
         for (let round = 1; round <= MAX_CLAIM_ROUNDS; round += 1) {
-          const result = await claimRound(client, max, this.inProgress, this.log, this.turns);
+          const result = await claimRound(
+            client,
+            max,
+            this.inProgress,
+            this.log,
+            this.turns,
+            this.arbiter,
+          );
           if (result.deferred) {
             this.turnRecheckAtMs = Date.now() + TURN_RECHECK_MS;
           }
@@ -579,9 +597,10 @@ export class ImapClaimer implements Claimer {
       this.freeStranded(client, leaseMs),
     );
     try {
+      await this.arbiter.sweep(leaseMs);
       await this.turns.sweep(leaseMs, () => this.unsettledMailboxes());
     } catch (err) {
-      // Housekeeping: a stale turn only delays its key until the next sweep.
+      // Housekeeping: a stale record only delays its messages or key until the next sweep.
       this.log.warn({ event: 'turn.sweep_failed', err: errorText(err) });
     }
     return claims;
@@ -638,6 +657,7 @@ export class ImapClaimer implements Claimer {
     }
     await this.claimConnection.close();
     await this.settleConnection.close();
+    await this.arbiter.settled();
     await this.turns.close();
     this.options.onClose?.(this);
   }

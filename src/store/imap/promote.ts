@@ -15,7 +15,7 @@
 //   the INTERNALDATE of every message instead, and they are sorted here.
 // - Exclusive. Several claimers in several processes promote at once, and UID MOVE is not
 //   exclusive on Dovecot (claim.ts), so due messages are first taken with a conditional STORE of
-//   PROMOTE_KEYWORD and only the winners move. Not the claim keyword: a moved message keeps its
+//   PROMOTE_KEYWORD, confirmed by a claim record (arbiter.ts), and only the winners move. Not the claim keyword: a moved message keeps its
 //   keywords, and must arrive in the group claimable. PROMOTE_KEYWORD stays on the promoted
 //   message, where it means nothing: only in Scheduled does it mark a message as taken.
 // - On time. The earliest INTERNALDATE not yet due is remembered (nextDueMs), and
@@ -35,7 +35,8 @@
 import type { ImapFlow } from 'imapflow';
 import { errorText } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { takeExclusively } from './claim.js';
+import type { ClaimArbiter } from './arbiter.js';
+import { arbitrateClaim, takeExclusively } from './claim.js';
 import {
   creatingMailbox,
   deleteMessages,
@@ -85,6 +86,7 @@ export class ScheduledPromoter {
     private readonly scheduled: string,
     private readonly group: string,
     private readonly log: Logger,
+    private readonly arbiter: ClaimArbiter,
   ) {}
 
   /**
@@ -165,8 +167,15 @@ export class ScheduledPromoter {
       undefined,
     );
     const uids = due.map((candidate) => candidate.uid);
-    const won = new Set(await takeExclusively(client, { uids, modseq }, PROMOTE_KEYWORD));
+    const stored = await takeExclusively(client, { uids, modseq }, PROMOTE_KEYWORD);
+    if (stored.length === 0) {
+      return 0;
+    }
+    // The STORE alone is not always exclusive on Dovecot (arbiter.ts).
+    const { kept, record } = await arbitrateClaim(client, this.arbiter, stored);
+    const won = new Set(kept);
     if (won.size === 0) {
+      this.arbiter.finished(record);
       return 0;
     }
 
@@ -182,6 +191,7 @@ export class ScheduledPromoter {
     if (far.length > 0) {
       promoted += await this.hop(client, far, nowMs);
     }
+    this.arbiter.finished(record);
     this.log.debug({ due: due.length, won: won.size, promoted, hops: far.length }, 'promoted');
     return promoted;
   }
