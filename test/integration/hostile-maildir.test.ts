@@ -4,11 +4,13 @@
 // quarantined with its reason.
 
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { connect } from '../../src/client.js';
 import type { Message } from '../../src/message/message.js';
+import { releasedCopy } from '../../src/security/quarantine.js';
 import { uniqueTopic } from '../support/store-conformance.js';
 import { tempDir } from '../support/temp.js';
 
@@ -27,6 +29,17 @@ function nested(depth: number): string {
 }
 
 const json = 'Content-Type: application/json; charset=utf-8\r\n';
+
+/** Bytes with no structure at all, the same on every run: a digest chain. */
+function garbage(length: number): Buffer {
+  const chunks: Buffer[] = [];
+  let block = createHash('sha256').update('garbage').digest();
+  for (let size = 0; size < length; size += block.length) {
+    chunks.push(block);
+    block = createHash('sha256').update(block).digest();
+  }
+  return Buffer.concat(chunks).subarray(0, length);
+}
 
 /** File name → message text, and what must become of it. */
 const CORPUS: [string, Buffer, string][] = [
@@ -54,6 +67,17 @@ const CORPUS: [string, Buffer, string][] = [
     ]),
     'malformed: JSON body is not valid utf-8',
   ],
+  [
+    'bad-utf8-text',
+    Buffer.concat([
+      Buffer.from('Message-ID: <bad-utf8-text@x>\r\nContent-Type: text/plain; charset=utf-8\r\n'),
+      Buffer.from('\r\nhello '),
+      Buffer.from([0xc3, 0x28, 0xff, 0xfe]),
+      Buffer.from(' world\r\n'),
+    ]),
+    'malformed: the text body has bytes that are not valid in its charset',
+  ],
+  ['garbage', garbage(4096), 'malformed: the message does not begin with a header field'],
   [
     'many-headers',
     Buffer.from(`Message-ID: <many@x>\r\n${'X-Filler: 1\r\n'.repeat(1500)}\r\nhello\r\n`),
@@ -130,6 +154,12 @@ describe('hostile mail in a Maildir', () => {
       expect(reasons).toHaveLength(expected.length);
       reasons.forEach((reason, i) => expect(reason.startsWith(expected[i] as string)).toBe(true));
       expect((await bus.stats(topic))[0]).toMatchObject({ waiting: 0, quarantined: CORPUS.length });
+
+      // The oversized message was copied to the quarantine from disk, not loaded: still whole.
+      const kept = await bus.store.list({ topic, group: 'default', folder: 'quarantine' });
+      const big = kept.find((message) => message.raw.includes('<big@x>'));
+      const original = CORPUS.find(([name]) => name === 'oversized')?.[1];
+      expect(big && releasedCopy(big.raw).equals(original as Buffer)).toBe(true);
     } finally {
       await bus.close();
     }
