@@ -15,7 +15,6 @@
 
 import * as fs from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { ERROR_CODES, LeaseLostError, MailbusError, isMailbusError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { MAX_HEADER_BYTES } from '../../message/decode.js';
@@ -734,12 +733,7 @@ export class MaildirClaimer implements Claimer {
       if (!fs.existsSync(join(folderDir, 'tmp'))) {
         this.ensureParentFolder(target);
       }
-      const out = fs.createWriteStream(tmp, { flags: 'wx', mode: FILE_MODE });
-      out.write(head);
-      await pipeline(fs.createReadStream(claim.location, { start: from }), out);
-      if (this.options.durable) {
-        await fsyncPath(tmp);
-      }
+      await writeJoined(tmp, head, claim.location, from, this.options.durable);
       fs.renameSync(tmp, target);
     } catch (err) {
       fs.rmSync(tmp, { force: true });
@@ -777,6 +771,43 @@ export class MaildirClaimer implements Claimer {
     if (this.closed) {
       throw new MailbusError(ERROR_CODES.CLOSED, 'claimer is closed');
     }
+  }
+}
+
+/** The chunk in which an oversized message is copied: the most of it in memory at once. */
+const COPY_CHUNK_BYTES = 256 * 1024;
+
+/**
+ * Writes `head` and then the file `source` from byte `from` on into a new file `path`, through
+ * one buffer that is used again for every chunk: a stream would allocate a new one per chunk,
+ * and the garbage of a 20 MB copy would sit in memory until the next collection.
+ */
+async function writeJoined(
+  path: string,
+  head: Buffer,
+  source: string,
+  from: number,
+  durable: boolean,
+): Promise<void> {
+  const out = await fs.promises.open(path, 'wx', FILE_MODE);
+  const input = await fs.promises.open(source, 'r');
+  try {
+    await out.write(head);
+    const chunk = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
+    for (let position = from; ;) {
+      const { bytesRead } = await input.read(chunk, 0, chunk.length, position);
+      if (bytesRead === 0) {
+        break;
+      }
+      await out.write(chunk, 0, bytesRead);
+      position += bytesRead;
+    }
+    if (durable) {
+      await out.sync();
+    }
+  } finally {
+    await input.close();
+    await out.close();
   }
 }
 
