@@ -223,7 +223,10 @@ export async function fetchClaimTexts(
   const within = present.filter((uid) => (sizes.get(uid) as number) <= maxBytes);
   const over = present.filter((uid) => (sizes.get(uid) as number) > maxBytes);
 
-  for (const [uid, raw] of await fetchSources(client, within)) {
+  // A claim whose every pick is oversized asks for no BODY[] at all: an empty UID set is BAD.
+  const sources =
+    within.length > 0 ? await fetchSources(client, within) : new Map<number, Buffer>();
+  for (const [uid, raw] of sources) {
     texts.set(uid, { raw, size: raw.length, oversized: false });
   }
   if (over.length > 0) {
