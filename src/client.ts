@@ -413,7 +413,9 @@ export class Mailbus extends EventEmitter<MailbusEvents> {
 
     // The claimer honours the group's pause mark (src/consumer/pause.ts).
     const claimer = this.groupToConsume(topic, group)
-      .then(() => this.store.claimer(topic, group, { consumer }))
+      .then(() =>
+        this.store.claimer(topic, group, { consumer, maxMessageBytes: this.maxMessageBytes }),
+      )
       .then((claimer) => pausable(claimer, () => this.store.isPaused(topic, group)));
     const worker = new Worker(this.store, claimer, this.timed(topic, group, handler), {
       topic,

@@ -16,8 +16,7 @@ import { decodeMessage, derivedMessageId } from '../message/decode.js';
 import { HEADER } from '../message/headers.js';
 import type { Message } from '../message/message.js';
 import { setHeaders } from '../message/rewrite.js';
-import { quarantinedCopy } from '../security/quarantine.js';
-import type { QuarantineVerdict } from '../security/quarantine.js';
+import type { QuarantineReason, QuarantineVerdict } from '../security/quarantine.js';
 import type { Verifier } from '../security/verify.js';
 import type { Claim, Claimer, Store } from '../store/store.js';
 import { AckBatch } from './ack-batch.js';
@@ -116,6 +115,8 @@ export interface WorkerEvents {
   warning: [error: Error];
   /** A message was settled. */
   settled: [message: Message | undefined, outcome: Outcome];
+  /** A message was moved to the group's quarantine, for this reason (also a `settled`). */
+  quarantined: [reason: QuarantineReason];
 }
 
 export type Outcome = 'acked' | 'failed' | 'dead' | 'quarantined';
@@ -331,8 +332,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     recovered = false,
   ): Promise<Message | undefined> {
     const { topic, group, maxMessageBytes } = this.options;
-    if (maxMessageBytes !== undefined && claim.raw.length > maxMessageBytes) {
-      const detail = `the message is ${claim.raw.length} bytes; the limit is ${maxMessageBytes}`;
+    // The store told the size before reading: an oversized claim holds only part of its header.
+    if (claim.oversized || (maxMessageBytes !== undefined && claim.size > maxMessageBytes)) {
+      const limit = maxMessageBytes === undefined ? '' : `; the limit is ${maxMessageBytes}`;
+      const detail = `the message is ${claim.size} bytes${limit}`;
       await this.quarantine(claimer, claim, { reason: 'too-large', detail });
       return undefined;
     }
@@ -352,14 +355,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Moves a message that may not reach the handler to the quarantine, with the reason. */
   private async quarantine(claimer: Claimer, claim: Claim, verdict: QuarantineVerdict) {
     try {
-      await claimer.quarantine(claim, quarantinedCopy(claim.raw, verdict));
+      await claimer.quarantine(claim, verdict);
       this.summary.quarantined += 1;
       this.logger.warn({
         event: 'message.quarantined',
-        id: derivedMessageId(claim.raw),
+        id: claim.oversized ? undefined : derivedMessageId(claim.raw),
         reason: verdict.reason,
         detail: verdict.detail,
       });
+      this.emit('quarantined', verdict.reason);
       this.settle(undefined, 'quarantined');
     } catch (err) {
       this.warn(err, 'quarantine');

@@ -42,6 +42,15 @@ function checkShape(raw: Buffer): void {
       `the message is empty (${raw.length} bytes)`,
     );
   }
+  // Mail begins with a header field; bytes that do not (a file of garbage dropped in new/)
+  // are not mail, whatever a lenient parser would make of them.
+  const firstLine = raw.subarray(0, Math.min(raw.length, 1000)).toString('latin1');
+  if (!/^[\x21-\x39\x3b-\x7e]+[ \t]*:/.test(firstLine)) {
+    throw new MailbusError(
+      ERROR_CODES.INVALID_PAYLOAD,
+      'the message does not begin with a header field',
+    );
+  }
   const { end } = headerEnd(raw);
   let fields = 0;
   let lineStart = 0;
@@ -94,6 +103,21 @@ function bodyText(content: ArrayBuffer | Uint8Array | string, charset: string): 
 function decodedField(value: string | undefined): string | undefined {
   const decoded = value === undefined ? '' : decodeWords(value).trim();
   return decoded === '' ? undefined : decoded;
+}
+
+/**
+ * A text body as the parser decoded it, refused when the decoding had to replace bytes (invalid
+ * UTF-8, bytes a charset does not have): the handler would get text the sender never wrote. A
+ * sender who means U+FFFD itself sends it in a JSON body.
+ */
+function checkedText(text: string): string {
+  if (text.includes('\uFFFD')) {
+    throw new MailbusError(
+      ERROR_CODES.INVALID_PAYLOAD,
+      'the text body has bytes that are not valid in its charset (decoded to U+FFFD)',
+    );
+  }
+  return text;
 }
 
 function charsetOf(contentType: string): string {
@@ -166,10 +190,10 @@ export async function decodeMessage(raw: Buffer, context: DeliveryContext): Prom
       });
     }
     if (email.text !== undefined) {
-      payload = email.text;
+      payload = checkedText(email.text);
       payloadType = 'text/plain';
     } else if (email.html !== undefined) {
-      payload = email.html;
+      payload = checkedText(email.html);
       payloadType = 'text/html';
     } else {
       payload = null;

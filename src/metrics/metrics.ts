@@ -1,11 +1,11 @@
 // The queue's metrics in Prometheus' text format, through prom-client. Two kinds:
 //
-// - Depth gauges (waiting, scheduled, in flight, handled, dead, the age of the oldest waiting
-//   message) are read from the store when /metrics is scraped, so they describe the whole
-//   queue, whoever works on it.
+// - Depth gauges (waiting, scheduled, in flight, handled, dead, quarantined, the age of the
+//   oldest waiting message) are read from the store when /metrics is scraped, so they describe
+//   the whole queue, whoever works on it.
 // - Counters and the handler duration histogram count what this process did: what its client
-//   published, what its workers handled, failed and dead-lettered, and how often its IMAP
-//   connections reconnected. Prometheus sums them across processes.
+//   published, what its workers handled, failed, dead-lettered and quarantined (by reason), and
+//   how often its IMAP connections reconnected. Prometheus sums them across processes.
 
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Mailbus } from '../client.js';
@@ -45,6 +45,7 @@ export class QueueMetrics {
   private readonly handled: Counter<'topic' | 'group'>;
   private readonly failed: Counter<'topic' | 'group'>;
   private readonly deadLettered: Counter<'topic' | 'group'>;
+  private readonly quarantined: Counter<'topic' | 'group' | 'reason'>;
   private readonly published: Counter<'topic'>;
   private readonly reconnects: Counter<'role'>;
   private readonly duration: Histogram<'topic' | 'group' | 'outcome'>;
@@ -87,6 +88,11 @@ export class QueueMetrics {
     );
     depthGauge('mailbus_dead_messages', 'Dead letters.', (d) => d.dead);
     depthGauge(
+      'mailbus_quarantined_messages',
+      'Messages kept in the quarantine for an operator (failed verification, malformed, too large).',
+      (d) => d.quarantined,
+    );
+    depthGauge(
       'mailbus_oldest_waiting_age_seconds',
       'Age of the oldest waiting message, 0 when none waits.',
       (d) => d.oldestWaitingSeconds,
@@ -108,6 +114,12 @@ export class QueueMetrics {
       name: 'mailbus_dead_lettered_total',
       help: 'Messages moved to the dead letters by the workers of this process.',
       labelNames,
+      registers,
+    });
+    this.quarantined = new Counter({
+      name: 'mailbus_quarantined_total',
+      help: 'Messages moved to the quarantine by the workers of this process, by reason.',
+      labelNames: ['topic', 'group', 'reason'],
       registers,
     });
     this.published = new Counter({
@@ -175,15 +187,14 @@ export class QueueMetrics {
       this.duration.observe({ topic, group, outcome: ok ? 'succeeded' : 'failed' }, seconds);
     };
     const onWorker = (worker: Worker, topic: string, group: string): void => {
+      const counters = { acked: this.handled, failed: this.failed, dead: this.deadLettered };
       worker.on('settled', (_message, outcome) => {
-        const counter =
-          outcome === 'acked'
-            ? this.handled
-            : outcome === 'failed'
-              ? this.failed
-              : this.deadLettered;
-        counter.inc({ topic, group });
+        // Quarantines are counted by reason, from their own event.
+        if (outcome !== 'quarantined') {
+          counters[outcome].inc({ topic, group });
+        }
       });
+      worker.on('quarantined', (reason) => this.quarantined.inc({ topic, group, reason }));
     };
     this.bus.on('published', onPublished);
     this.bus.on('attempt', onAttempt);

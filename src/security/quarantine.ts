@@ -6,7 +6,7 @@
 import PostalMime, { decodeWords } from 'postal-mime';
 import { derivedMessageId } from '../message/decode.js';
 import { HEADER } from '../message/headers.js';
-import { setHeaders } from '../message/rewrite.js';
+import { headerEnd, setHeaders } from '../message/rewrite.js';
 
 export const QUARANTINE_HEADER = {
   reason: HEADER.quarantineReason,
@@ -39,6 +39,29 @@ export function quarantinedCopy(raw: Buffer, verdict: QuarantineVerdict, at = ne
     [QUARANTINE_HEADER.reason]: `${verdict.reason}: ${verdict.detail}`,
     [QUARANTINE_HEADER.at]: at.toISOString(),
   });
+}
+
+/** The two fields of ours, as header lines with a line break after each. */
+export function quarantineFields(verdict: QuarantineVerdict, at = new Date()): Buffer {
+  return quarantinedCopy(Buffer.from('\r\n'), verdict, at);
+}
+
+/**
+ * The quarantine copy of a message too large to load, from its first bytes: write `head`, then
+ * the stored message from byte `from` on. When the whole header is within `prefix`, it is
+ * rewritten as quarantinedCopy() does (a reason field the sender wrote is dropped); when it is
+ * not, our fields go in front of the untouched text, where they are the first of their name.
+ */
+export function quarantineHead(
+  prefix: Buffer,
+  verdict: QuarantineVerdict,
+  at = new Date(),
+): { head: Buffer; from: number } {
+  const { end } = headerEnd(prefix);
+  if (end < prefix.length) {
+    return { head: quarantinedCopy(prefix, verdict, at), from: prefix.length };
+  }
+  return { head: quarantineFields(verdict, at), from: 0 };
 }
 
 /** The original text of a quarantined message, without our two fields. */

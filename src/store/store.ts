@@ -4,6 +4,7 @@
 
 import { ERROR_CODES, MailbusError } from '../errors.js';
 import type { ComposedMessage } from '../message/compose.js';
+import type { QuarantineVerdict } from '../security/quarantine.js';
 
 export interface Store {
   readonly kind: 'maildir' | 'imap';
@@ -103,6 +104,11 @@ export interface ClaimerOptions {
    * live consumers of the group.
    */
   consumer: string;
+  /**
+   * Messages larger than this are claimed without being read: the claim carries their size and
+   * at most a bounded part of their header, and the only way to settle it is quarantine().
+   */
+  maxMessageBytes?: number;
 }
 
 /** The folders of a group that hold messages, and the topic's own inbox. */
@@ -194,7 +200,15 @@ export interface StoredMessage {
 export interface Claim {
   /** Where the claimed message lives now (a file path, or a mailbox and UID). */
   readonly location: string;
+  /**
+   * The message text. For an oversized claim, only a bounded part of its header (at most
+   * MAX_HEADER_BYTES): enough for its Message-ID and ordering key, never the body.
+   */
   readonly raw: Buffer;
+  /** The stored message's size in bytes, as the store knows it before reading it. */
+  readonly size: number;
+  /** Larger than the claimer's maxMessageBytes: not read, to be quarantined as too large. */
+  readonly oversized: boolean;
 }
 
 export interface ReleaseOptions {
@@ -232,10 +246,12 @@ export interface Claimer {
   deadLetter(claim: Claim, raw: Buffer): Promise<void>;
 
   /**
-   * Moves a message that failed verification to the group's quarantine mailbox, as `raw` (the
-   * original with the reason added to its header). Nothing that fails verification is deleted.
+   * Moves a message that may not reach a handler to the group's quarantine mailbox: the
+   * original with the verdict's reason and the time added at the top of its header. Nothing
+   * that fails verification is deleted. An oversized claim is quarantined without its text
+   * passing through the process (each store says how).
    */
-  quarantine(claim: Claim, raw: Buffer): Promise<void>;
+  quarantine(claim: Claim, verdict: QuarantineVerdict): Promise<void>;
 
   /**
    * Records that this consumer is alive. Its claims stay its own for as long as its last

@@ -63,7 +63,7 @@ async function messageCount(client: ImapFlow, mailbox: string): Promise<number> 
   return status ? (status.messages ?? 0) : -1;
 }
 
-function idOf(claim: Claim): string {
+function idOf(claim: Pick<Claim, 'raw' | 'location'>): string {
   return /^Message-ID:\s*<([^>]+)>/im.exec(claim.raw.toString('latin1'))?.[1] ?? '';
 }
 

@@ -2,6 +2,7 @@
 // whose numbers are known; and a paused group whose worker claims nothing until resumed.
 
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import type { PrometheusFamily } from 'parse-prometheus-text-format';
@@ -114,6 +115,44 @@ describe('metrics', () => {
     expect(runs('succeeded')).toBe(5);
     expect(runs('failed')).toBe(2);
     expect(families.find((f) => f.name === 'mailbus_imap_reconnects_total')?.type).toBe('COUNTER');
+    metrics.close();
+  });
+
+  it('count quarantines by reason and show how many each group keeps', async () => {
+    const bus = await connect({ url, maxMessageBytes: 10_000 });
+    buses.push(bus);
+    const topic = uniqueTopic('quarantine-metrics');
+    await bus.subscribe(topic, 'default');
+    const metrics = new QueueMetrics(bus);
+    const server = await startMetricsServer(metrics, { port: 0, host: '127.0.0.1' });
+    servers.push(server);
+
+    // Planted as an MTA would deliver them: two malformed, one too large, and one good message.
+    const fresh = join(url.slice('maildir:'.length), `.${topic}.default`, 'new');
+    const json = 'Content-Type: application/json\r\n\r\n';
+    writeFileSync(join(fresh, '1.broken.x'), `Message-ID: <broken@x>\r\n${json}{,}\r\n`);
+    writeFileSync(join(fresh, '2.empty.x'), '');
+    writeFileSync(join(fresh, '3.big.x'), `Message-ID: <big@x>\r\n\r\n${'z'.repeat(20_000)}\r\n`);
+    await bus.publish(topic, { fine: true });
+
+    const worker = bus.consume(topic, () => undefined, { idleTimeoutMs: 2_000 });
+    expect(await worker.done).toMatchObject({ handled: 1, quarantined: 3, deadLettered: 0 });
+
+    const families = await scrape(server.port);
+    const group = { topic, group: 'default' };
+    expect(value(families, 'mailbus_quarantined_total', { ...group, reason: 'malformed' })).toBe(2);
+    expect(value(families, 'mailbus_quarantined_total', { ...group, reason: 'too-large' })).toBe(1);
+    expect(value(families, 'mailbus_quarantined_messages', group)).toBe(3);
+    expect(value(families, 'mailbus_handled_total', group)).toBe(1);
+    // A quarantine is not a dead letter.
+    expect(value(families, 'mailbus_dead_lettered_total', group)).toBeUndefined();
+
+    // Released by an operator, a message leaves the gauge; the counter keeps what happened.
+    const [first] = await bus.quarantine(topic).list();
+    expect(await bus.quarantine(topic).release([first?.id as string])).toBe(1);
+    const after = await scrape(server.port);
+    expect(value(after, 'mailbus_quarantined_messages', group)).toBe(2);
+    expect(value(after, 'mailbus_quarantined_total', { ...group, reason: 'malformed' })).toBe(2);
     metrics.close();
   });
 

@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { composeMessage } from '../../src/message/compose.js';
 import type { ComposedMessage } from '../../src/message/compose.js';
 import type { OutgoingMessage } from '../../src/message/message.js';
+import { readQuarantined, releasedCopy } from '../../src/security/quarantine.js';
 import type { Claim, Claimer, Store } from '../../src/store/store.js';
 
 export function uniqueTopic(prefix: string): string {
@@ -20,7 +21,7 @@ export async function compose(
   return Promise.all(messages.map((message) => composeMessage(topic, message, options)));
 }
 
-function idOf(claim: Claim): string {
+function idOf(claim: Pick<Claim, 'raw' | 'location'>): string {
   const match = /^Message-ID:\s*<([^>]+)>/im.exec(claim.raw.toString('latin1'));
   return match?.[1] ?? '';
 }
@@ -147,8 +148,8 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
       await store.append(topic, [message as ComposedMessage]);
       const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
       const [claim] = await claimAll(claimer, 1);
-      const kept = Buffer.concat([Buffer.from('X-Reason: test\r\n'), (claim as Claim).raw]);
-      await claimer.quarantine(claim as Claim, kept);
+      const verdict = { reason: 'unsigned' as const, detail: 'test' };
+      await claimer.quarantine(claim as Claim, verdict);
       expect((await store.stats(topic))[0]).toMatchObject({
         waiting: 0,
         inFlight: 0,
@@ -158,7 +159,13 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
 
       const place = { topic, group: 'default', folder: 'quarantine' as const };
       const [stored] = await store.list(place);
-      expect(stored?.raw.toString('latin1')).toBe(kept.toString('latin1'));
+      expect(releasedCopy(stored?.raw as Buffer).toString('latin1')).toBe(
+        (claim as Claim).raw.toString('latin1'),
+      );
+      expect(await readQuarantined(stored?.raw as Buffer)).toMatchObject({
+        reason: 'unsigned',
+        detail: 'test',
+      });
       await store.restore(topic, 'default', (claim as Claim).raw);
       expect(await store.remove(place, [stored?.ref as string])).toBe(1);
       expect((await store.stats(topic))[0]).toMatchObject({ waiting: 1, quarantined: 0 });

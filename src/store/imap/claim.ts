@@ -39,7 +39,7 @@ import type { Logger } from '../../log.js';
 import { keyDigest, orderingOf } from '../../message/ordering.js';
 import {
   creatingMailbox,
-  fetchSources,
+  fetchClaimTexts,
   formatUidSet,
   moveMessages,
   searchUids,
@@ -62,7 +62,10 @@ export interface ClaimedMessage {
   uid: number;
   /** The in-progress mailbox's UIDVALIDITY when the message arrived, from COPYUID. */
   uidValidity: bigint | undefined;
+  /** Its text; for an oversized message only its top (see ClaimText). */
   raw: Buffer;
+  size: number;
+  oversized: boolean;
   /** \Flagged: published with high priority. */
   flagged: boolean;
 }
@@ -88,6 +91,7 @@ export async function claimRound(
   log: Logger,
   turns: ImapTurns,
   arbiter: ClaimArbiter,
+  maxBytes?: number,
 ): Promise<ClaimRound> {
   // High priority first: flagged waiting messages, then the others, each by lowest UID. Both
   // lists are looked at in full, since a key's first message may be in either.
@@ -106,7 +110,10 @@ export async function claimRound(
   }
   const records = await turns.write([...gate.turns.values()]);
   const recordOf = new Map([...gate.turns.keys()].map((uid, i) => [uid, records[i]]));
-  const outcome = await claimPicks(client, { flagged, normal }, inProgress, log, arbiter);
+  const outcome = await claimPicks(client, { flagged, normal }, inProgress, log, arbiter, {
+    maxBytes,
+    sizes: gate.sizes,
+  });
 
   // Turns recorded for picks that another consumer won are not ours to keep.
   const kept = new Set(outcome.claimedFrom);
@@ -121,6 +128,8 @@ interface Gate {
   normal: SearchResult;
   turns: Map<number, TurnClaim>;
   deferred: boolean;
+  /** RFC822.SIZE of the picks, read with their ordering fields. */
+  sizes: Map<number, number>;
 }
 
 /**
@@ -136,9 +145,10 @@ async function gateByTurn(
   max: number,
 ): Promise<Gate> {
   const all = [...found.flagged.uids, ...found.normal.uids];
-  const orderings = await fetchOrderings(client, all);
+  const { orderings, sizes } = await fetchOrderings(client, all);
   if (orderings.size === 0) {
-    return { ...capPicks(found.flagged.uids, found.normal.uids, found, max), turns: new Map() };
+    const capped = capPicks(found.flagged.uids, found.normal.uids, found, max);
+    return { ...capped, turns: new Map(), sizes };
   }
   const holders = await turns.holders();
 
@@ -181,7 +191,7 @@ async function gateByTurn(
       turnOf.delete(uid);
     }
   }
-  return { ...capped, turns: turnOf, deferred: deferred || capped.deferred };
+  return { ...capped, turns: turnOf, deferred: deferred || capped.deferred, sizes };
 }
 
 /** At most `max` picks, flagged first; each list keeps the MODSEQ of its snapshot. */
@@ -200,18 +210,28 @@ function capPicks(
   };
 }
 
-/** The ordering key and Message-ID of each pick that has a key, read from its header. */
-async function fetchOrderings(client: ImapFlow, uids: number[]): Promise<Map<number, TurnClaim>> {
+/**
+ * The ordering key and Message-ID of each pick that has a key, read from its header, and the
+ * size of every pick (RFC822.SIZE), so that the claim reads only the texts within the limit.
+ */
+async function fetchOrderings(
+  client: ImapFlow,
+  uids: number[],
+): Promise<{ orderings: Map<number, TurnClaim>; sizes: Map<number, number> }> {
   const orderings = new Map<number, TurnClaim>();
+  const sizes = new Map<number, number>();
   if (uids.length === 0) {
-    return orderings;
+    return { orderings, sizes };
   }
   const fetched = await client.fetchAll(
     formatUidSet(uids),
-    { uid: true, headers: ['X-Mailbus-Key', 'Message-ID'] },
+    { uid: true, size: true, headers: ['X-Mailbus-Key', 'Message-ID'] },
     { uid: true },
   );
   for (const message of fetched) {
+    if (message.size !== undefined) {
+      sizes.set(message.uid, message.size);
+    }
     const ordering = message.headers ? orderingOf(message.headers) : undefined;
     if (ordering !== undefined) {
       orderings.set(message.uid, {
@@ -220,7 +240,7 @@ async function fetchOrderings(client: ImapFlow, uids: number[]): Promise<Map<num
       });
     }
   }
-  return orderings;
+  return { orderings, sizes };
 }
 
 /** The conditional STOREs and the MOVE of one round's picks. */
@@ -230,6 +250,7 @@ async function claimPicks(
   inProgress: string,
   log: Logger,
   arbiter: ClaimArbiter,
+  limit: { maxBytes: number | undefined; sizes: Map<number, number> },
 ): Promise<{ round: Omit<ClaimRound, 'deferred'>; claimedFrom: number[] }> {
   // Each SEARCH is a snapshot of its own, so each set of picks is protected by the MODSEQ read
   // with it: every change made after a snapshot gets a MODSEQ above the highest it reported.
@@ -247,8 +268,8 @@ async function claimPicks(
     return lost;
   }
 
-  const sources = await fetchSources(client, won);
-  const present = won.filter((uid) => sources.has(uid));
+  const texts = await fetchClaimTexts(client, won, limit.maxBytes, limit.sizes);
+  const present = won.filter((uid) => texts.has(uid));
   if (present.length === 0) {
     arbiter.finished(record);
     return lost;
@@ -266,13 +287,13 @@ async function claimPicks(
   const claimedFrom: number[] = [];
   for (const uid of present) {
     const target = moved.targets.get(uid);
-    const raw = sources.get(uid);
-    if (target !== undefined && raw !== undefined) {
+    const text = texts.get(uid);
+    if (target !== undefined && text !== undefined) {
       claimedFrom.push(uid);
       claimed.push({
         uid: target,
         uidValidity: moved.uidValidity,
-        raw,
+        ...text,
         flagged: isFlagged.has(uid),
       });
     }

@@ -46,13 +46,17 @@ import {
 import type { Logger } from '../../log.js';
 import { keyDigest, orderingOf } from '../../message/ordering.js';
 import { checkName } from '../../names.js';
+import { quarantineFields, quarantinedCopy } from '../../security/quarantine.js';
+import type { QuarantineVerdict } from '../../security/quarantine.js';
 import type { Layout } from '../layout.js';
 import type { Claim, Claimer, ReleaseOptions } from '../store.js';
 import { CLAIM_KEYWORD, claimRound } from './claim.js';
 import type { ClaimedMessage } from './claim.js';
 import {
+  appendCatenated,
   creatingMailbox,
   deleteMessages,
+  fetchClaimTexts,
   formatUidSet,
   isMissingMailbox,
   listMailboxes,
@@ -145,6 +149,8 @@ class ImapClaim implements Claim {
   constructor(
     readonly location: string,
     readonly raw: Buffer,
+    readonly size: number,
+    readonly oversized: boolean,
     readonly uid: number,
     readonly flagged: boolean,
     /** The in-progress mailbox's UIDVALIDITY the UID belongs to, when the server said. */
@@ -165,6 +171,8 @@ export interface ImapClaimerOptions {
   group: string;
   consumer: string;
   logger: Logger;
+  /** Messages larger than this are claimed unread (see ClaimerOptions). */
+  maxMessageBytes?: number;
   /** Called once the claimer has closed, so the store can forget it. */
   onClose?: (claimer: ImapClaimer) => void;
 }
@@ -313,6 +321,7 @@ export class ImapClaimer implements Claimer {
             this.log,
             this.turns,
             this.arbiter,
+            this.options.maxMessageBytes,
           );
           if (result.deferred) {
             this.turnRecheckAtMs = Date.now() + TURN_RECHECK_MS;
@@ -498,15 +507,53 @@ export class ImapClaimer implements Claimer {
   }
 
   async deadLetter(claim: Claim, raw: Buffer): Promise<void> {
-    await this.replaceInto(claim, raw, this.junk, 'dead letter');
+    await this.replaceInto(claim, this.junk, 'dead letter', (client) =>
+      client.append(this.junk, raw),
+    );
   }
 
-  async quarantine(claim: Claim, raw: Buffer): Promise<void> {
-    await this.replaceInto(claim, raw, this.quarantined, 'quarantine');
+  /**
+   * An oversized claim never passes through this process: with CATENATE (RFC 4469) the server
+   * builds the quarantine copy from our two fields and the claimed message itself; a server
+   * without it has the message moved there unchanged, its reason only in the worker's log.
+   */
+  async quarantine(claim: Claim, verdict: QuarantineVerdict): Promise<void> {
+    if (!claim.oversized) {
+      const raw = quarantinedCopy(claim.raw, verdict);
+      await this.replaceInto(claim, this.quarantined, 'quarantine', (client) =>
+        client.append(this.quarantined, raw),
+      );
+      return;
+    }
+    const uid = this.uidOf(claim);
+    await this.replaceInto(claim, this.quarantined, 'quarantine', async (client) => {
+      if (client.capabilities.has('CATENATE')) {
+        await appendCatenated(client, this.quarantined, quarantineFields(verdict), {
+          mailbox: this.inProgress,
+          uidValidity: client.mailbox ? client.mailbox.uidValidity : undefined,
+          uid,
+        });
+        return;
+      }
+      const moved = await moveMessages(client, [uid], this.quarantined);
+      this.checkAllMoved([uid], moved.targets, 'quarantine');
+      this.log.warn(
+        { event: 'quarantine.unmarked', uid, reason: verdict.reason },
+        'the server has no CATENATE: the oversized message was quarantined without its reason',
+      );
+    });
   }
 
-  /** Stores `raw` in `mailbox`, then removes the claimed message: a crash duplicates, never loses. */
-  private async replaceInto(claim: Claim, raw: Buffer, mailbox: string, action: string) {
+  /**
+   * Stores a new copy in `mailbox` with `store`, then removes the claimed message: a crash
+   * duplicates, never loses.
+   */
+  private async replaceInto(
+    claim: Claim,
+    mailbox: string,
+    action: string,
+    store: (client: ImapFlow) => Promise<unknown>,
+  ) {
     this.checkOpen();
     const uid = this.uidOf(claim);
 
@@ -520,7 +567,7 @@ export class ImapClaimer implements Claimer {
       }
       // A held copy marked deleted was stored there by an attempt cut short before its EXPUNGE.
       if (!held.deleted) {
-        await creatingMailbox(client, mailbox, () => client.append(mailbox, raw));
+        await creatingMailbox(client, mailbox, () => store(client));
       }
       await this.remove(client, uid);
     });
@@ -733,7 +780,7 @@ export class ImapClaimer implements Claimer {
       if (tomb === undefined) {
         continue;
       }
-      const messages = await drainTomb(client, tomb, this.inProgress);
+      const messages = await drainTomb(client, tomb, this.inProgress, this.options.maxMessageBytes);
       this.log.info(
         {
           event: 'lease.takeover',
@@ -798,23 +845,26 @@ export class ImapClaimer implements Claimer {
       return [];
     }
 
-    const messages = await client.fetchAll(
+    const states = await client.fetchAll(
       formatUidSet(orphans),
-      { uid: true, flags: true, source: true },
+      { uid: true, flags: true, size: true },
       { uid: true },
     );
-    const adopted = messages.flatMap((message) =>
-      message.source
-        ? [
-            this.toClaim({
-              uid: message.uid,
-              uidValidity: mailbox.uidValidity,
-              raw: message.source,
-              flagged: message.flags?.has('\\Flagged') ?? false,
-            }),
-          ]
-        : [],
-    );
+    const sizes = new Map<number, number>();
+    for (const state of states) {
+      if (state.size !== undefined) {
+        sizes.set(state.uid, state.size);
+      }
+    }
+    const texts = await fetchClaimTexts(client, orphans, this.options.maxMessageBytes, sizes);
+    const adopted = states.flatMap((state) => {
+      const text = texts.get(state.uid);
+      if (text === undefined) {
+        return [];
+      }
+      const flagged = state.flags?.has('\\Flagged') ?? false;
+      return [this.toClaim({ uid: state.uid, uidValidity: mailbox.uidValidity, ...text, flagged })];
+    });
     this.log.warn(
       { event: 'claims.adopted', count: adopted.length },
       `adopted ${adopted.length} messages of ${this.inProgress} that no claim named`,
@@ -948,6 +998,8 @@ export class ImapClaimer implements Claimer {
     return new ImapClaim(
       this.locationOf(message.uid),
       message.raw,
+      message.size,
+      message.oversized,
       message.uid,
       message.flagged,
       message.uidValidity,

@@ -174,6 +174,99 @@ export async function fetchSources(client: ImapFlow, uids: number[]): Promise<Ma
   return sources;
 }
 
+/** What a claim reads of a message: its text, or for an oversized one only its top. */
+export interface ClaimText {
+  raw: Buffer;
+  size: number;
+  oversized: boolean;
+}
+
+/** How much of an oversized message a claim reads: its id and key are near the top. */
+export const OVERSIZED_PEEK_BYTES = 64 * 1024;
+
+/**
+ * The texts of messages being claimed, the size first: `BODY[]` only for the messages within
+ * `maxBytes`, the first OVERSIZED_PEEK_BYTES (`BODY[]<0.n>`) of the others. `sizes` are the
+ * RFC822.SIZE values a FETCH of the claim already read; a UID missing there is asked for.
+ */
+export async function fetchClaimTexts(
+  client: ImapFlow,
+  uids: number[],
+  maxBytes: number | undefined,
+  sizes = new Map<number, number>(),
+): Promise<Map<number, ClaimText>> {
+  const texts = new Map<number, ClaimText>();
+  if (uids.length === 0) {
+    return texts;
+  }
+  if (maxBytes === undefined) {
+    for (const [uid, raw] of await fetchSources(client, uids)) {
+      texts.set(uid, { raw, size: raw.length, oversized: false });
+    }
+    return texts;
+  }
+
+  const unsized = uids.filter((uid) => !sizes.has(uid));
+  if (unsized.length > 0) {
+    const fetched = await client.fetchAll(
+      formatUidSet(unsized),
+      { uid: true, size: true },
+      { uid: true },
+    );
+    for (const message of fetched) {
+      if (message.size !== undefined) {
+        sizes.set(message.uid, message.size);
+      }
+    }
+  }
+  const present = uids.filter((uid) => sizes.has(uid));
+  const within = present.filter((uid) => (sizes.get(uid) as number) <= maxBytes);
+  const over = present.filter((uid) => (sizes.get(uid) as number) > maxBytes);
+
+  // A claim whose every pick is oversized asks for no BODY[] at all: an empty UID set is BAD.
+  const sources =
+    within.length > 0 ? await fetchSources(client, within) : new Map<number, Buffer>();
+  for (const [uid, raw] of sources) {
+    texts.set(uid, { raw, size: raw.length, oversized: false });
+  }
+  if (over.length > 0) {
+    const tops = await client.fetchAll(
+      formatUidSet(over),
+      { uid: true, source: { start: 0, maxLength: OVERSIZED_PEEK_BYTES } },
+      { uid: true },
+    );
+    for (const message of tops) {
+      const size = sizes.get(message.uid);
+      if (message.source && size !== undefined) {
+        texts.set(message.uid, { raw: message.source, size, oversized: true });
+      }
+    }
+  }
+  return texts;
+}
+
+/**
+ * `APPEND mailbox CATENATE (TEXT {n} URL "/mailbox;UIDVALIDITY=v/;UID=u")` (RFC 4469): stores
+ * `text` followed by a message the server already holds, which never passes through the
+ * client. The URL's mailbox is one of ours, whose names need no percent-encoding.
+ */
+export async function appendCatenated(
+  client: ImapFlow,
+  mailbox: string,
+  text: Buffer,
+  from: { mailbox: string; uidValidity: bigint | undefined; uid: number },
+): Promise<void> {
+  const validity = from.uidValidity === undefined ? '' : `;UIDVALIDITY=${from.uidValidity}`;
+  const url = `/${encodeURIComponent(from.mailbox)}${validity}/;UID=${from.uid}`;
+  const parts: ImapAttributeList = [
+    atom('TEXT'),
+    { type: 'LITERAL', value: text },
+    atom('URL'),
+    string(url),
+  ];
+  await execute(client, 'APPEND', [string(mailbox), atom('CATENATE'), parts]);
+}
+
 /** A message to APPEND: its text, its flags and, when not now, its INTERNALDATE. */
 export interface AppendedMessage {
   raw: Buffer;

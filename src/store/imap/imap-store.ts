@@ -279,6 +279,7 @@ export class ImapStore implements Store {
       group,
       consumer: options.consumer,
       logger: this.log,
+      maxMessageBytes: options.maxMessageBytes,
       onClose: (closed) => this.claimers.delete(closed),
     });
     this.claimers.add(claimer);

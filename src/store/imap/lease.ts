@@ -53,6 +53,7 @@ import type { Layout } from '../layout.js';
 import type { ClaimedMessage } from './claim.js';
 import {
   creatingMailbox,
+  fetchClaimTexts,
   formatUidSet,
   readFields,
   isMissingMailbox,
@@ -225,6 +226,7 @@ export async function drainTomb(
   client: ImapFlow,
   tomb: string,
   target: string,
+  maxBytes?: number,
 ): Promise<ClaimedMessage[]> {
   try {
     await client.mailboxOpen(tomb);
@@ -242,17 +244,25 @@ export async function drainTomb(
       break;
     }
     // The texts first: once moved, the messages are the caller's to hand out as claims.
-    const messages = await client.fetchAll(
+    const states = await client.fetchAll(
       formatUidSet(uids),
-      { uid: true, flags: true, source: true },
+      { uid: true, flags: true, size: true },
       { uid: true },
     );
+    const sizes = new Map<number, number>();
+    for (const state of states) {
+      if (state.size !== undefined) {
+        sizes.set(state.uid, state.size);
+      }
+    }
+    const texts = await fetchClaimTexts(client, uids, maxBytes, sizes);
     const moved = await creatingMailbox(client, target, () => moveMessages(client, uids, target));
-    for (const message of messages) {
-      const uid = moved.targets.get(message.uid);
-      if (uid !== undefined && message.source) {
-        const flagged = message.flags?.has('\\Flagged') ?? false;
-        claimed.push({ uid, uidValidity: moved.uidValidity, raw: message.source, flagged });
+    for (const state of states) {
+      const uid = moved.targets.get(state.uid);
+      const text = texts.get(state.uid);
+      if (uid !== undefined && text !== undefined) {
+        const flagged = state.flags?.has('\\Flagged') ?? false;
+        claimed.push({ uid, uidValidity: moved.uidValidity, ...text, flagged });
       }
     }
     if (moved.targets.size === 0) {

@@ -17,6 +17,9 @@ import * as fs from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ERROR_CODES, LeaseLostError, MailbusError, isMailbusError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { MAX_HEADER_BYTES } from '../../message/decode.js';
+import { quarantineHead, quarantinedCopy } from '../../security/quarantine.js';
+import type { QuarantineVerdict } from '../../security/quarantine.js';
 import type { Layout } from '../layout.js';
 import type { Claim, Claimer, ReleaseOptions } from '../store.js';
 import { CandidateQueue } from './candidates.js';
@@ -31,6 +34,7 @@ import {
   withFlag,
 } from './filenames.js';
 import {
+  FILE_MODE,
   ensureFolder,
   errnoOf,
   folderPath,
@@ -49,6 +53,8 @@ export interface MaildirClaimerOptions {
   consumer: string;
   durable: boolean;
   logger: Logger;
+  /** Files larger than this are claimed unread (see ClaimerOptions). */
+  maxMessageBytes?: number;
   /** Every folder of the Maildir++, by mailbox name. */
   folders: () => string[];
   onClose: () => void;
@@ -57,8 +63,18 @@ export interface MaildirClaimerOptions {
 /** Most names kept while waiting for the file events of this claimer's own claims. */
 const TAKEN_NAMES_MAX = 10_000;
 
+/** How much of an oversized message's header a claim reads: its id and key are near the top. */
+const OVERSIZED_PEEK_BYTES = 64 * 1024;
+
 /** Least time between two looks at the Scheduled folder when nothing there is due. */
 const SCHEDULE_CHECK_MS = 250;
+
+/** What a claim read of its file. */
+interface ClaimedText {
+  raw: Buffer;
+  size: number;
+  oversized: boolean;
+}
 
 interface MaildirClaim extends Claim {
   /** The file's base name, kept when it moves on to the archive. */
@@ -234,9 +250,9 @@ export class MaildirClaimer implements Claimer {
         continue; // another consumer won this one
       }
       this.rememberTaken(candidate.name);
-      const raw = this.readClaimed(location);
-      if (raw !== undefined) {
-        claims.push({ location, raw, base, flags });
+      const text = this.readClaimed(location);
+      if (text !== undefined) {
+        claims.push({ location, ...text, base, flags });
       }
     }
     return claims;
@@ -312,9 +328,13 @@ export class MaildirClaimer implements Claimer {
     this.endTurn(own.base);
   }
 
-  async quarantine(claim: Claim, raw: Buffer): Promise<void> {
+  async quarantine(claim: Claim, verdict: QuarantineVerdict): Promise<void> {
     const own = claim as MaildirClaim;
-    await this.replace(own, this.quarantineDir, raw, false);
+    if (own.oversized) {
+      await this.replaceStreaming(own, this.quarantineDir, verdict);
+    } else {
+      await this.replace(own, this.quarantineDir, quarantinedCopy(own.raw, verdict), false);
+    }
     this.endTurn(own.base); // out of the flow until released, like a dead letter
   }
 
@@ -361,9 +381,9 @@ export class MaildirClaimer implements Claimer {
             throw storageError(`cannot recover ${join(dir, sub, name)}`, err);
           }
           this.held.add(location);
-          const raw = this.readClaimed(location);
-          if (raw !== undefined) {
-            claims.push({ location, raw, base, flags });
+          const text = this.readClaimed(location);
+          if (text !== undefined) {
+            claims.push({ location, ...text, base, flags });
           }
         }
       }
@@ -397,11 +417,11 @@ export class MaildirClaimer implements Claimer {
       if (this.held.has(location)) {
         continue;
       }
-      const raw = this.readClaimed(location);
-      if (raw !== undefined) {
+      const text = this.readClaimed(location);
+      if (text !== undefined) {
         const { base, flags } = parseName(name);
         this.held.add(location);
-        orphans.push({ location, raw, base, flags });
+        orphans.push({ location, ...text, base, flags });
       }
     }
     return orphans;
@@ -554,8 +574,12 @@ export class MaildirClaimer implements Claimer {
     }
   }
 
-  /** Reads a file this consumer just claimed; one that is not a regular file is set aside. */
-  private readClaimed(location: string): Buffer | undefined {
+  /**
+   * Reads a file this consumer just claimed; one that is not a regular file is set aside. The
+   * size comes first, from lstat (not from the S= of the name, which a sender can write): a
+   * file over maxMessageBytes is not read, only the top of its header.
+   */
+  private readClaimed(location: string): ClaimedText | undefined {
     try {
       const stat = fs.lstatSync(location);
       if (!stat.isFile()) {
@@ -563,7 +587,13 @@ export class MaildirClaimer implements Claimer {
         fs.renameSync(location, location.replace(/:2,[A-Za-z]*$/, ':2,T'));
         return undefined;
       }
-      return fs.readFileSync(location);
+      const limit = this.options.maxMessageBytes;
+      if (limit !== undefined && stat.size > limit) {
+        const raw = readPrefix(location, OVERSIZED_PEEK_BYTES);
+        return { raw, size: stat.size, oversized: true };
+      }
+      const raw = fs.readFileSync(location);
+      return { raw, size: raw.length, oversized: false };
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') {
         return undefined;
@@ -680,6 +710,40 @@ export class MaildirClaimer implements Claimer {
     }
   }
 
+  /**
+   * Quarantines an oversized claim without loading it: the new file is its rewritten header
+   * (read up to MAX_HEADER_BYTES) followed by the rest of the claimed file, streamed from disk.
+   */
+  private async replaceStreaming(
+    claim: MaildirClaim,
+    folderDir: string,
+    verdict: QuarantineVerdict,
+  ): Promise<void> {
+    if (!fs.existsSync(claim.location)) {
+      throw new MailbusError(
+        ERROR_CODES.LEASE_LOST,
+        `claimed message ${claim.location} is gone: its lease was lost`,
+      );
+    }
+    const { head, from } = quarantineHead(readPrefix(claim.location, MAX_HEADER_BYTES), verdict);
+    const base = uniqueBaseName(head.length + claim.size - from);
+    const tmp = join(folderDir, 'tmp', base);
+    const target = join(folderDir, 'new', base);
+    try {
+      if (!fs.existsSync(join(folderDir, 'tmp'))) {
+        this.ensureParentFolder(target);
+      }
+      await writeJoined(tmp, head, claim.location, from, this.options.durable);
+      fs.renameSync(tmp, target);
+    } catch (err) {
+      fs.rmSync(tmp, { force: true });
+      throw storageError(`cannot write into ${folderDir}`, err);
+    }
+    await this.syncDirs([join(folderDir, 'new')]);
+    fs.rmSync(claim.location, { force: true });
+    this.held.delete(claim.location);
+  }
+
   private async syncDirs(dirs: string[]): Promise<void> {
     if (!this.options.durable) {
       return;
@@ -707,5 +771,54 @@ export class MaildirClaimer implements Claimer {
     if (this.closed) {
       throw new MailbusError(ERROR_CODES.CLOSED, 'claimer is closed');
     }
+  }
+}
+
+/** The chunk in which an oversized message is copied: the most of it in memory at once. */
+const COPY_CHUNK_BYTES = 256 * 1024;
+
+/**
+ * Writes `head` and then the file `source` from byte `from` on into a new file `path`, through
+ * one buffer that is used again for every chunk: a stream would allocate a new one per chunk,
+ * and the garbage of a 20 MB copy would sit in memory until the next collection.
+ */
+async function writeJoined(
+  path: string,
+  head: Buffer,
+  source: string,
+  from: number,
+  durable: boolean,
+): Promise<void> {
+  const out = await fs.promises.open(path, 'wx', FILE_MODE);
+  const input = await fs.promises.open(source, 'r');
+  try {
+    await out.write(head);
+    const chunk = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
+    for (let position = from; ;) {
+      const { bytesRead } = await input.read(chunk, 0, chunk.length, position);
+      if (bytesRead === 0) {
+        break;
+      }
+      await out.write(chunk, 0, bytesRead);
+      position += bytesRead;
+    }
+    if (durable) {
+      await out.sync();
+    }
+  } finally {
+    await input.close();
+    await out.close();
+  }
+}
+
+/** The first `max` bytes of a file (all of it when shorter). */
+function readPrefix(path: string, max: number): Buffer {
+  const fd = fs.openSync(path, 'r');
+  try {
+    const buffer = Buffer.alloc(max);
+    const length = fs.readSync(fd, buffer, 0, max, 0);
+    return buffer.subarray(0, length);
+  } finally {
+    fs.closeSync(fd);
   }
 }

@@ -246,6 +246,7 @@ export class MaildirStore implements Store {
       consumer: options.consumer,
       durable: this.durable,
       logger: this.logger,
+      maxMessageBytes: options.maxMessageBytes,
       folders: () => this.folders(),
       onClose: () => this.claimers.delete(claimer),
     });
