@@ -127,8 +127,8 @@ export function parseRetention(name: string): (value: string) => number {
 /** Reads a point in time as ISO 8601 (2026-12-24T18:00:00Z). */
 export function parseTime(name: string): (value: string) => Date {
   return (value: string) => {
-    const time = new Date(value);
-    if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(time.getTime())) {
+    const time = isoTime(value.trim());
+    if (time === undefined) {
       throw invalid(
         `${name} must be an ISO 8601 time such as 2026-12-24T18:00:00Z, not "${value}"`,
       );
@@ -144,8 +144,8 @@ export function parseStart(name: string): (value: string) => StartPoint {
     if (word === 'now' || word === 'earliest') {
       return word;
     }
-    const time = new Date(word);
-    if (!/^\d{4}-\d{2}-\d{2}/.test(word) || Number.isNaN(time.getTime())) {
+    const time = isoTime(word);
+    if (time === undefined) {
       throw invalid(
         `${name} must be now, earliest or an ISO 8601 time such as 2026-12-24T18:00:00Z, ` +
           `not "${value}"`,
@@ -153,6 +153,25 @@ export function parseStart(name: string): (value: string) => StartPoint {
     }
     return time;
   };
+}
+
+/**
+ * An ISO 8601 date or date and time, or undefined. A day the month does not have is refused:
+ * JavaScript's Date would roll 2026-02-30 over into 2 March without a word.
+ */
+function isoTime(text: string): Date | undefined {
+  const date = /^(\d{4})-(\d{2})-(\d{2})(?:$|T)/.exec(text);
+  const time = new Date(text);
+  if (!date || Number.isNaN(time.getTime())) {
+    return undefined;
+  }
+  const [year, month, day] = date.slice(1).map(Number) as [number, number, number];
+  const calendar = new Date(Date.UTC(year, month - 1, day));
+  const exists =
+    calendar.getUTCFullYear() === year &&
+    calendar.getUTCMonth() === month - 1 &&
+    calendar.getUTCDate() === day;
+  return exists ? time : undefined;
 }
 
 /** Collects repeated `--header K=V` flags. */

@@ -163,6 +163,12 @@ describe('the command line on a Maildir', () => {
       /--from must be now, earliest .*"yesterday"/,
     ],
     [['subscribe', 'orders', 'late', '--from', '2026-13-45'], /--from must be .*"2026-13-45"/],
+    // A day the month does not have: not rolled over into the next month.
+    [['subscribe', 'orders', 'late', '--from', '2026-02-30'], /--from must be .*"2026-02-30"/],
+    [
+      ['publish', 'orders', '{}', '--not-before', '2026-04-31T10:00:00Z'],
+      /--not-before must be an ISO 8601 time .*"2026-04-31T10:00:00Z"/,
+    ],
     [['stats', '--url', 'imap://bus:hunter2@127.0.0.1:1'], /cannot reach|ECONNREFUSED|connect/i],
     [['stats', '--url', 'ftp://x'], /unsupported store URL scheme/],
   ])('fails with one clear line for %j', async (args, expected) => {
