@@ -294,6 +294,51 @@ describe('guarantees on a Maildir', () => {
   });
 });
 
+/** Whether a process exists (signal 0 asks without sending anything). */
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('stopping at once', () => {
+  it('ends on a second SIGINT, killing the running --exec command, and the message is kept', async () => {
+    const topic = uniqueTopic('second-sigint');
+    bus = await connect({ url });
+    await bus.publish(topic, { n: 1 });
+    const pidFile = join(root, `${topic}.pid`);
+    const child = spawn(
+      process.execPath,
+      [CLI, 'consume', topic, '--exec', `echo $$ > '${pidFile}'; exec sleep 60`],
+      { env: { ...process.env, MAILBUS_URL: url }, stdio: 'ignore' },
+    );
+    while (!existsSync(pidFile) || readFileSync(pidFile, 'utf8').trim() === '') {
+      await sleep(20);
+    }
+    const command = Number(readFileSync(pidFile, 'utf8').trim());
+
+    child.kill('SIGINT');
+    await sleep(300);
+    expect(child.exitCode).toBeNull(); // the first one waits for the handler, up to the grace
+    const stoppedAt = Date.now();
+    child.kill('SIGINT');
+    const code = await new Promise((resolve) => child.on('close', resolve));
+
+    expect(code).toBe(130);
+    expect(Date.now() - stoppedAt).toBeLessThan(5_000);
+    // Killed at once; a zombie may still answer signal 0 until it is reaped.
+    for (let waited = 0; waited < 2_000 && isRunning(command); waited += 50) {
+      await sleep(50);
+    }
+    expect(isRunning(command)).toBe(false);
+    // Still claimed: another worker takes it over once the lease has run out.
+    expect(await groupStats(topic)).toMatchObject({ waiting: 0, inFlight: 1, handled: 0 });
+  });
+});
+
 describe('idempotent publishing', () => {
   it('stores a caller-chosen id once within the window and reports the same id', async () => {
     bus = await connect({ url });

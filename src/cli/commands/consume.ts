@@ -96,16 +96,21 @@ export function runCommand(command: string, message: Message, signal: AbortSigna
       stdio: ['pipe', 'inherit', 'pipe'],
       detached: true,
     });
+    const group = child.pid;
+    if (group !== undefined) {
+      runningCommands.add(group);
+    }
     const kill = (): void => {
-      try {
-        process.kill(-(child.pid as number), 'SIGKILL');
-      } catch {
-        // already gone
-      }
+      killCommand(group);
       reject(signal.reason as Error);
     };
     signal.addEventListener('abort', kill, { once: true });
-    child.on('exit', () => signal.removeEventListener('abort', kill));
+    child.on('exit', () => {
+      signal.removeEventListener('abort', kill);
+      if (group !== undefined) {
+        runningCommands.delete(group);
+      }
+    });
     let stderrTail = '';
     child.stderr.on('data', (chunk: Buffer) => {
       process.stderr.write(chunk);
@@ -124,6 +129,23 @@ export function runCommand(command: string, message: Message, signal: AbortSigna
       reject(new Error(`command ${how}${detail}`));
     });
   });
+}
+
+/**
+ * The process groups of the --exec commands running now. They are groups of their own, so a
+ * Ctrl-C on the terminal does not reach them: a consume that stops at once kills them itself.
+ */
+const runningCommands = new Set<number>();
+
+function killCommand(group: number | undefined): void {
+  if (group === undefined) {
+    return;
+  }
+  try {
+    process.kill(-group, 'SIGKILL');
+  } catch {
+    // already gone
+  }
 }
 
 /** Writes one line; resolves once it is written, so a message is acked only after that. */
@@ -273,9 +295,22 @@ Examples:
     worker.on('warning', (err) => {
       process.stderr.write(`mailbus: warning: ${err.message}\n`);
     });
-    const stop = (): void => void worker.close();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    // The first signal stops gracefully; a second one stops at once, killing running commands.
+    // Their messages stay claimed until the lease runs out, and are then handled again.
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        runningCommands.forEach(killCommand);
+        process.exit(signal === 'SIGINT' ? 130 : 143);
+      }
+      stopping = true;
+      if (process.stderr.isTTY) {
+        process.stderr.write('mailbus: stopping; press Ctrl-C again to stop at once\n');
+      }
+      void worker.close();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
 
     try {
       await worker.done;
