@@ -129,9 +129,13 @@ export function registerDemo(program: Command): void {
       process.stdout.write(`${JSON.stringify({ published, groups, seconds, rejected })}\n`);
     } else {
       process.stdout.write(`${summary(result, bus.store.location, bus.store.kind)}\n`);
+      const others = DEMO_GROUPS.filter((group) => group !== REJECTING_GROUP)
+        .map((group) => `${REJECTED_TOPIC}/${group}`)
+        .join(' and ');
       process.stdout.write(
         `\n${rejected} orders with a total below zero were rejected by ${REJECTING_GROUP}: ` +
-          `they wait as dead letters in ${REJECTED_TOPIC}/${REJECTING_GROUP}.\n` +
+          `they wait as dead letters in ${REJECTED_TOPIC}/${REJECTING_GROUP}, and as waiting ` +
+          `messages in ${others}, which no consumer reads any more.\n` +
           'See them, search and replay them in the dashboard: npx mailbus dashboard\n',
       );
     }
