@@ -92,6 +92,17 @@ export function parseCount(name: string, min = 1): (value: string) => number {
   };
 }
 
+/** Reads a TCP port: 0 (any free one) to 65535. */
+export function parsePort(name: string): (value: string) => number {
+  return (value: string) => {
+    const number = Number(value);
+    if (!/^\d+$/.test(value.trim()) || number > 65_535) {
+      throw invalid(`${name} must be a port number from 0 to 65535, not "${value}"`);
+    }
+    return number;
+  };
+}
+
 const DURATION_UNITS_MS: Record<string, number> = {
   ms: 1,
   s: 1000,

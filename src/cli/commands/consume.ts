@@ -15,6 +15,7 @@ import {
   connectOptions,
   parseCount,
   parseDurationMs,
+  parsePort,
   parseRetention,
 } from '../options.js';
 
@@ -210,7 +211,7 @@ export function registerConsume(program: Command): void {
     .option(
       '--metrics-port <port>',
       'serve Prometheus metrics at http://HOST:PORT/metrics',
-      parseCount('--metrics-port', 0),
+      parsePort('--metrics-port'),
     )
     .option('--metrics-host <host>', 'the address the metrics listen on', '127.0.0.1')
     .addHelpText(

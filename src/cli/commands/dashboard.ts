@@ -7,7 +7,7 @@ import { DEFAULT_DASHBOARD_HOST, DEFAULT_DASHBOARD_PORT } from '../../dashboard/
 import { ERROR_CODES, MailbusError } from '../../errors.js';
 import { stderrLogger } from '../../log.js';
 import type { GlobalFlags } from '../options.js';
-import { addConnectionFlags, connectOptions, parseCount, parseDurationMs } from '../options.js';
+import { addConnectionFlags, connectOptions, parseDurationMs, parsePort } from '../options.js';
 
 interface DashboardFlags extends GlobalFlags {
   port: number;
@@ -20,7 +20,7 @@ export function registerDashboard(program: Command): void {
   const command = program
     .command('dashboard')
     .description('serve the web dashboard: depth, throughput, search, dead letters, actions')
-    .option('--port <port>', 'port to listen on', parseCount('--port', 0), DEFAULT_DASHBOARD_PORT)
+    .option('--port <port>', 'port to listen on', parsePort('--port'), DEFAULT_DASHBOARD_PORT)
     .option('--host <host>', 'address to listen on', DEFAULT_DASHBOARD_HOST)
     .option(
       '--token <token>',
