@@ -1,9 +1,10 @@
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/log.js';
 import { MaildirStore } from '../../src/store/maildir/maildir-store.js';
+import { CONSUMERS_SEEN_MS } from '../../src/store/store.js';
 import { compose, describeStoreConformance, uniqueTopic } from '../support/store-conformance.js';
 
 const root = mkdtempSync(join(tmpdir(), 'mailbus-maildir-'));
@@ -46,6 +47,34 @@ describe('maildir backfill', () => {
     expect(await subscribed).toEqual({ backfilled: 1 });
     const waiting = await store.list({ topic, group: 'late', folder: 'waiting' });
     expect(waiting.map((stored) => stored.raw.equals(message?.raw as Buffer))).toEqual([true]);
+    await store.close();
+  });
+});
+
+describe('maildir consumers seen recently', () => {
+  it('counts a consumer that crashed until its heartbeat is older than the window', async () => {
+    const path = join(root, 'consumers');
+    const store = await MaildirStore.open(
+      { kind: 'maildir', path, fsync: false },
+      { logger: silentLogger },
+    );
+    const topic = uniqueTopic('seen');
+    const live = await store.claimer(topic, 'default', { consumer: 'live' });
+    // Two consumers that crashed: their in-progress folders stay, with their last heartbeat.
+    const crashed = await store.claimer(topic, 'default', { consumer: 'crashed' });
+    const gone = await store.claimer(topic, 'default', { consumer: 'gone' });
+    const heartbeat = (consumer: string, agoMs: number): void => {
+      const at = new Date(Date.now() - agoMs);
+      const file = join(path, `.${topic}.default.In-Progress.${consumer}`, 'maildirfolder');
+      utimesSync(file, at, at);
+    };
+    heartbeat('crashed', CONSUMERS_SEEN_MS - 60_000);
+    heartbeat('gone', CONSUMERS_SEEN_MS + 60_000);
+
+    expect((await store.stats(topic))[0]).toMatchObject({ group: 'default', consumers: 2 });
+    await gone.heartbeat(); // it came back
+    expect((await store.stats(topic))[0]).toMatchObject({ consumers: 3 });
+    await Promise.all([live.close(), crashed.close(), gone.close()]);
     await store.close();
   });
 });

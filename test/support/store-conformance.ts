@@ -70,6 +70,7 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
           handled: 0,
           dead: 0,
           quarantined: 0,
+          consumers: 0,
         },
       ]);
 
@@ -82,6 +83,27 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
       expect((await store.stats(topic))[0]).toMatchObject({ waiting: 0, inFlight: 0, handled: 2 });
       expect(await claimer.claim(10)).toEqual([]);
       await claimer.close();
+    });
+
+    it('counts the consumers of each group seen recently, and forgets one that stops', async () => {
+      const store = await open();
+      const topic = uniqueTopic('consumers');
+      await store.ensureTopic(topic);
+      await store.subscribe(topic, 'billing');
+      const consumersOf = async (): Promise<Record<string, number>> =>
+        Object.fromEntries((await store.stats(topic)).map((row) => [row.group, row.consumers]));
+      expect(await consumersOf()).toEqual({ billing: 0, default: 0 });
+
+      const first = await store.claimer(topic, 'default', { consumer: 'c1' });
+      const second = await store.claimer(topic, 'default', { consumer: 'c2' });
+      const billing = await store.claimer(topic, 'billing', { consumer: 'c1' });
+      await Promise.all([first.heartbeat(), second.heartbeat(), billing.heartbeat()]);
+      expect(await consumersOf()).toEqual({ billing: 1, default: 2 });
+
+      await first.close();
+      expect(await consumersOf()).toEqual({ billing: 1, default: 1 });
+      await Promise.all([second.close(), billing.close()]);
+      expect(await consumersOf()).toEqual({ billing: 0, default: 0 });
     });
 
     it('gives every subscribed group its own copy, and none to a later group', async () => {

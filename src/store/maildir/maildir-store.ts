@@ -25,12 +25,12 @@ import type {
   SubscribeOptions,
   SubscribeResult,
 } from '../store.js';
-import { STATE_FOLDERS, groupExists } from '../store.js';
+import { CONSUMERS_SEEN_MS, STATE_FOLDERS, groupExists } from '../store.js';
 import { backfillGroup } from './backfill.js';
 import { inTimeRange, matchesText, readsText, resolveSearch, searchStates } from '../search.js';
 import { forgetOldIds, recentIds, rememberIds } from './dedup.js';
 import { entries, listPlace, purgePlace, removeFromPlace } from './places.js';
-import { MaildirClaimer } from './claimer.js';
+import { MaildirClaimer, heartbeatMs } from './claimer.js';
 import { keyDigest, orderingKeyOf } from '../../message/ordering.js';
 import { keyDigestOf, nameTimeMs, placement, uniqueBaseName } from './filenames.js';
 import {
@@ -268,13 +268,17 @@ export class MaildirStore implements Store {
   async stats(topic?: string): Promise<GroupStats[]> {
     const topics = topic === undefined ? await this.listTopics() : [this.layout.topic(topic)];
     const folders = this.folders();
+    const seenSince = Date.now() - CONSUMERS_SEEN_MS;
     const result: GroupStats[] = [];
     for (const name of topics) {
       for (const group of this.listGroupsNow(name)) {
         const inProgress = this.layout.inProgress(name, group);
-        const inFlight = folders
-          .filter((mailbox) => mailbox.startsWith(inProgress + DELIMITER))
-          .reduce((sum, mailbox) => sum + countMessages(this.root, mailbox), 0);
+        const held = folders.filter((mailbox) => mailbox.startsWith(inProgress + DELIMITER));
+        const inFlight = held.reduce((sum, mailbox) => sum + countMessages(this.root, mailbox), 0);
+        // Each consumer has its in-progress folder, whose maildirfolder mtime is its heartbeat.
+        const consumers = held.filter(
+          (mailbox) => heartbeatMs(folderPath(this.root, mailbox)) >= seenSince,
+        ).length;
         result.push({
           topic: name,
           group,
@@ -284,6 +288,7 @@ export class MaildirStore implements Store {
           handled: countMessages(this.root, this.layout.archive(name, group)),
           dead: countMessages(this.root, this.layout.junk(name, group)),
           quarantined: countMessages(this.root, this.layout.quarantine(name, group)),
+          consumers,
         });
       }
     }
