@@ -18,6 +18,7 @@ import { DeadLetterError } from '../../src/consumer/errors.js';
 import { startDashboard } from '../../src/dashboard/server.js';
 import type { Dashboard } from '../../src/dashboard/server.js';
 import { silentLogger } from '../../src/log.js';
+import type { Claimer } from '../../src/store/store.js';
 import { imapOptions } from '../support/imap.js';
 import { uniqueTopic } from '../support/store-conformance.js';
 import { tempDir } from '../support/temp.js';
@@ -73,6 +74,7 @@ function describeDashboard(name: string, options: () => ConnectOptions): void {
     let bus: Mailbus;
     let dashboard: Dashboard;
     let page: Page;
+    let watcher: Claimer | undefined;
     const topic = uniqueTopic('board');
     const ids: string[] = [];
 
@@ -104,6 +106,9 @@ function describeDashboard(name: string, options: () => ConnectOptions): void {
         { maxMessages: 5 },
       );
       expect(await worker.done).toMatchObject({ handled: 4, deadLettered: 1 });
+      // A consumer of `billing` that claims nothing, only says it is alive.
+      watcher = await bus.store.claimer(topic, 'billing', { consumer: 'watcher' });
+      await watcher.heartbeat();
       // Cookies are kept per host name, not per port: no session from another dashboard.
       await context.clearCookies();
       page = await context.newPage();
@@ -111,6 +116,7 @@ function describeDashboard(name: string, options: () => ConnectOptions): void {
 
     afterAll(async () => {
       await page?.close();
+      await watcher?.close();
       await dashboard?.close();
       await bus?.close();
     });
@@ -157,6 +163,9 @@ function describeDashboard(name: string, options: () => ConnectOptions): void {
       await expectCount(page, `${topic}/default`, 'dead', 1);
       await expectCount(page, `${topic}/billing`, 'waiting', 5);
       await expectCount(page, `${topic}/billing`, 'dead', 0);
+      // The worker of `default` has stopped; a consumer of `billing` that is alive shows.
+      await expectCount(page, `${topic}/default`, 'consumers', 0);
+      await expectCount(page, `${topic}/billing`, 'consumers', 1);
       expect(await page.content()).not.toContain(TOKEN);
       await page.screenshot({ path: join(SCREENSHOTS, `${name}-overview.png`), fullPage: true });
 

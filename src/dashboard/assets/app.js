@@ -170,6 +170,7 @@ function totals(groups) {
     inFlight: sum('inFlight'),
     handled: sum('handled'),
     dead: sum('dead'),
+    consumers: sum('consumers'),
   };
 }
 
@@ -206,6 +207,11 @@ function renderOverview() {
       h('td', { class: 'num', 'data-count': 'handled' }, searchLink('handled', group.handled)),
       h('td', { class: 'num', 'data-count': 'dead' }, searchLink('dead', group.dead)),
       h('td', { class: 'num' }, age(group.oldestWaitingSeconds)),
+      h(
+        'td',
+        { class: 'num', 'data-count': 'consumers', title: 'heartbeat in the last 5 minutes' },
+        number(group.consumers),
+      ),
       h(
         'td',
         {},
@@ -283,6 +289,7 @@ function renderOverview() {
         h('th', { class: 'num' }, 'Handled'),
         h('th', { class: 'num' }, 'Dead'),
         h('th', { class: 'num' }, 'Oldest waiting'),
+        h('th', { class: 'num', title: 'heartbeat in the last 5 minutes' }, 'Consumers seen'),
         h('th', {}, 'Actions'),
       ),
     ),
@@ -313,6 +320,7 @@ function renderOverview() {
       card('in flight', all.inFlight),
       card('handled', all.handled),
       card('dead', all.dead, 'dead'),
+      card('consumers seen', all.consumers),
     ),
     h(
       'section',
