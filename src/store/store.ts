@@ -85,7 +85,14 @@ export interface SubscribeOptions {
    * No message published while the subscribe runs is missed by the group or given to it twice.
    */
   from?: Date;
+  /**
+   * Told how far a backfill has come: `done` of the `total` topic messages it looks at. Called
+   * once the total is known, then as it goes, and at the end with `done` equal to `total`.
+   */
+  onProgress?: BackfillProgress;
 }
+
+export type BackfillProgress = (done: number, total: number) => void;
 
 export interface SubscribeResult {
   /** How many messages of the topic's inbox the group was given by the backfill. */

@@ -512,7 +512,7 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
         }
       });
 
-      it('backfills a few thousand messages quickly', async () => {
+      it('backfills a few thousand messages quickly, telling its progress', async () => {
         const store = await open();
         const topic = uniqueTopic('replay-large');
         const total = 3000;
@@ -525,10 +525,22 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
         }
 
         const started = performance.now();
-        const result = await store.subscribe(topic, 'bulk', { from: new Date(0) });
+        const reports: Array<[number, number]> = [];
+        const result = await store.subscribe(topic, 'bulk', {
+          from: new Date(0),
+          onProgress: (done, of) => reports.push([done, of]),
+        });
         const ms = Math.round(performance.now() - started);
         console.log(`${name}: backfilled ${result.backfilled} messages in ${ms} ms`);
         expect(result).toEqual({ backfilled: total });
+        // From nothing to the total, never backwards, with steps in between.
+        expect(reports[0]).toEqual([0, total]);
+        expect(reports.at(-1)).toEqual([total, total]);
+        expect(reports.every(([, of]) => of === total)).toBe(true);
+        expect(reports.every(([done], i) => i === 0 || done >= (reports[i - 1]?.[0] ?? 0))).toBe(
+          true,
+        );
+        expect(reports.length).toBeGreaterThanOrEqual(5);
         expect((await store.stats(topic)).find((row) => row.group === 'bulk')).toMatchObject({
           waiting: total,
         });

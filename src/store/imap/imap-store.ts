@@ -162,7 +162,12 @@ export class ImapStore implements Store {
     // copied, and publishes under way are given time to finish before duplicates are dropped.
     const started = Date.now();
     const [groupMailbox, ...below] = this.groupMailboxes(topic, group);
-    const mailboxes = { topic: this.layout.topic(topic), group: groupMailbox as string, from };
+    const mailboxes = {
+      topic: this.layout.topic(topic),
+      group: groupMailbox as string,
+      from,
+      onProgress: options.onProgress,
+    };
     const copied = await this.connection.run(
       { command: 'UID COPY', mailbox: mailboxes.topic },
       async (client) => {

@@ -127,6 +127,7 @@ export class MaildirStore implements Store {
       group,
       from,
       durable: this.durable,
+      onProgress: options.onProgress,
     });
     const ms = Date.now() - started;
     this.logger.info({ event: 'group.subscribed', topic, group, from, backfilled, ms });
