@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { composeMessage } from '../../src/message/compose.js';
 import type { ComposedMessage } from '../../src/message/compose.js';
 import type { OutgoingMessage } from '../../src/message/message.js';
-import type { Claim, Claimer, Store } from '../../src/store/store.js';
+import type { Claim, Claimer, SearchQuery, Store } from '../../src/store/store.js';
 
 export function uniqueTopic(prefix: string): string {
   return `${prefix}-${randomBytes(4).toString('hex')}`;
@@ -602,6 +602,40 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
       await expect(store.search({ topic, states: ['lost' as 'dead'] })).rejects.toThrow(
         /unknown state "lost"/,
       );
+    });
+
+    it('finds a key exactly, never a longer key it begins, and big messages by any field', async () => {
+      const store = await open();
+      const topic = uniqueTopic('search-exact');
+      await store.subscribe(topic, 'default');
+      const tail = 'x'.repeat(40_000); // past the first read of a Maildir scan
+      const messages = await compose(topic, [
+        { payload: { n: 1 }, key: 'customer-1' },
+        { payload: { n: 2 }, key: 'customer-12' },
+        {
+          payload: { n: 3, tail, note: 'deep-in-the-tail' },
+          key: 'customer-1',
+          headers: { 'X-Region': 'far' },
+        },
+      ]);
+      for (const message of messages) {
+        await store.append(topic, [message]);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const [one, two, big] = messages.map((message) => message.id);
+      const ids = async (query: Omit<SearchQuery, 'topic'>) =>
+        (await store.search({ topic, ...query })).hits.map((hit) =>
+          idOf({ raw: hit.raw, location: '' }),
+        );
+
+      expect(await ids({ key: 'customer-1' })).toEqual([big, one]);
+      expect(await ids({ key: 'customer-12' })).toEqual([two]);
+      expect(await ids({ key: 'customer' })).toEqual([]);
+      expect(await ids({ text: 'DEEP-in-the-tail' })).toEqual([big]);
+      expect(await ids({ header: { name: 'X-Region', value: 'FAR' } })).toEqual([big]);
+      expect(await ids({ id: big as string, key: 'customer-1' })).toEqual([big]);
+      const [hit] = (await store.search({ topic, id: big as string })).hits;
+      expect(hit?.raw.equals(messages[2]?.raw as Buffer)).toBe(true);
     });
 
     it('pauses a group with a mark that stays until it is resumed', async () => {

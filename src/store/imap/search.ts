@@ -85,6 +85,9 @@ export async function searchMailboxes(
       continue;
     }
     let uids = (await client.search(criteria, { uid: true })) || [];
+    if (query.id !== undefined || query.key !== undefined) {
+      uids = await withExactFields(client, uids, query);
+    }
     if (query.text !== undefined) {
       uids = await withText(client, uids, query.text);
     }
@@ -114,6 +117,38 @@ export async function searchMailboxes(
   const chosen = candidates.slice(page.offset, page.offset + page.limit);
   const hits = await fetchHits(client, chosen);
   return { total: candidates.length, hits };
+}
+
+/**
+ * Of these UIDs of the selected mailbox, those whose id and key are the query's exactly: SEARCH
+ * HEADER matches a substring, so `customer-4` finds `customer-42` too. Only those header
+ * fields are fetched.
+ */
+async function withExactFields(
+  client: ImapFlow,
+  uids: number[],
+  query: SearchQuery,
+): Promise<number[]> {
+  const fields = [
+    ...(query.id === undefined ? [] : ['Message-ID', ORIGINAL_ID_HEADER]),
+    ...(query.key === undefined ? [] : [HEADER.key]),
+  ];
+  const exact = { id: query.id, key: query.key };
+  const matching: number[] = [];
+  for (let start = 0; start < uids.length; start += DATE_BATCH_MAX_MESSAGES) {
+    const batch = uids.slice(start, start + DATE_BATCH_MAX_MESSAGES);
+    const fetched = await client.fetchAll(
+      formatUidSet(batch),
+      { uid: true, headers: fields },
+      { uid: true },
+    );
+    for (const message of fetched) {
+      if (message.headers && matchesText(exact, message.headers)) {
+        matching.push(message.uid);
+      }
+    }
+  }
+  return matching.sort((a, b) => a - b);
 }
 
 /** Of these UIDs of the selected mailbox, those whose body contains `text`. */

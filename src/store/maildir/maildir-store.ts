@@ -27,7 +27,14 @@ import type {
 } from '../store.js';
 import { CONSUMERS_SEEN_MS, STATE_FOLDERS, groupExists } from '../store.js';
 import { backfillGroup } from './backfill.js';
-import { inTimeRange, matchesText, readsText, resolveSearch, searchStates } from '../search.js';
+import {
+  inTimeRange,
+  readsBody,
+  readsText,
+  resolveSearch,
+  searchStates,
+  textMatcher,
+} from '../search.js';
 import { forgetOldIds, recentIds, rememberIds } from './dedup.js';
 import { entries, listPlace, purgePlace, removeFromPlace } from './places.js';
 import { MaildirClaimer, heartbeatMs } from './claimer.js';
@@ -336,13 +343,16 @@ export class MaildirStore implements Store {
   }
 
   /**
-   * A scan: the file names give each message's time, so a query of places and times reads only
-   * the page; a query of ids, keys, headers or text reads every file in its places.
+   * A scan: the file names give each message's time (and the digest of its key), so a query of
+   * places and times reads only the page, and a key search reads only the files of that key
+   * (and of none, which mail from outside carries). A query of ids, keys or headers reads each
+   * file's head alone, and turns most of them down by a byte search before parsing anything.
    */
   async search(query: SearchQuery, page?: PageOptions): Promise<SearchPage> {
     const { offset, limit } = resolveSearch(query, page);
     const topics = query.topic === undefined ? await this.listTopics() : [query.topic];
     const folders = this.folders();
+    const digest = query.key === undefined ? undefined : keyDigest(query.key);
 
     const candidates: Array<{ path: string; hit: Omit<SearchHit, 'raw'> }> = [];
     for (const topic of topics) {
@@ -353,6 +363,10 @@ export class MaildirStore implements Store {
         for (const state of searchStates(query)) {
           const place = { topic, group, folder: STATE_FOLDERS[state] };
           for (const entry of entries(this.root, this.layout, folders, place)) {
+            const named = digest === undefined ? undefined : keyDigestOf(entry.name);
+            if (named !== undefined && named !== digest) {
+              continue; // another key's message
+            }
             const storedAt = new Date(nameTimeMs(entry.name));
             if (inTimeRange(query, storedAt.getTime())) {
               const { ref, path } = entry;
@@ -367,19 +381,23 @@ export class MaildirStore implements Store {
     }
     candidates.sort((a, b) => b.hit.storedAt.getTime() - a.hit.storedAt.getTime());
 
+    const matches = readsText(query) ? textMatcher(query) : undefined;
+    const reader = new HeadReader(readsBody(query));
     const hits: SearchHit[] = [];
     let total = 0;
     for (const candidate of candidates) {
       const wanted = total >= offset && hits.length < limit;
-      if (!wanted && !readsText(query)) {
-        total += 1;
-        continue;
-      }
-      const raw = readIfPresent(candidate.path);
-      if (raw === undefined || (readsText(query) && !matchesText(query, raw))) {
-        continue;
+      if (matches !== undefined) {
+        const text = reader.read(candidate.path);
+        if (text === undefined || !matches(text)) {
+          continue;
+        }
       }
       if (wanted) {
+        const raw = readIfPresent(candidate.path);
+        if (raw === undefined) {
+          continue;
+        }
         hits.push({ ...candidate.hit, raw });
       }
       total += 1;
@@ -461,6 +479,50 @@ export class MaildirStore implements Store {
       list.sort();
     }
     return groups;
+  }
+}
+
+/** Bytes a search reads of a file at first: the whole of a usual message. */
+const HEAD_BYTES = 16_384;
+
+/**
+ * Reads message files for a scan into one buffer it reuses: a file that fits is read with one
+ * read(2), and only the header block is kept when the query needs no body. What it returns is
+ * valid until its next read.
+ */
+class HeadReader {
+  private readonly buffer = Buffer.allocUnsafe(HEAD_BYTES);
+
+  constructor(private readonly wholeText: boolean) {}
+
+  read(path: string): Buffer | undefined {
+    let fd: number;
+    try {
+      fd = fs.openSync(path, 'r');
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') {
+        return undefined; // claimed or removed meanwhile
+      }
+      throw storageError(`cannot read ${path}`, err);
+    }
+    try {
+      const length = fs.readSync(fd, this.buffer, 0, HEAD_BYTES, 0);
+      const head = this.buffer.subarray(0, length);
+      if (length < HEAD_BYTES) {
+        return head;
+      }
+      if (!this.wholeText) {
+        const end = headerEnd(head);
+        if (end < head.length) {
+          return head.subarray(0, end);
+        }
+      }
+    } catch (err) {
+      throw storageError(`cannot read ${path}`, err);
+    } finally {
+      fs.closeSync(fd);
+    }
+    return readIfPresent(path); // a big message, or a header longer than the buffer
   }
 }
 
