@@ -89,14 +89,8 @@ export function matchesText(query: SearchQuery, raw: Buffer): boolean {
   const split = text.search(/\r?\n\r?\n/);
   const fields = headerFields(split === -1 ? text : text.slice(0, split));
 
-  if (query.id !== undefined) {
-    const ids = [
-      ...(fields.get('message-id') ?? []),
-      ...(fields.get(lower(ORIGINAL_ID_HEADER)) ?? []),
-    ];
-    if (!ids.some((value) => value.replace(/^<|>$/g, '') === query.id)) {
-      return false;
-    }
+  if (query.id !== undefined && !messageIdsOf(raw).includes(query.id)) {
+    return false;
   }
   if (query.key !== undefined && !(fields.get(lower(HEADER.key)) ?? []).includes(query.key)) {
     return false;
@@ -142,6 +136,17 @@ export function textMatcher(query: SearchQuery): (raw: Buffer) => boolean {
     }
     return matchesText(query, raw);
   };
+}
+
+/** The ids a message is found by: its Message-ID, and for a dead letter the original's. */
+export function messageIdsOf(raw: Buffer): string[] {
+  const text = raw.toString('utf8');
+  const split = text.search(/\r?\n\r?\n/);
+  const fields = headerFields(split === -1 ? text : text.slice(0, split));
+  return [
+    ...(fields.get('message-id') ?? []),
+    ...(fields.get(lower(ORIGINAL_ID_HEADER)) ?? []),
+  ].map((value) => value.replace(/^<|>$/g, ''));
 }
 
 function lower(text: string): string {

@@ -1,4 +1,12 @@
-import { mkdtempSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -76,5 +84,49 @@ describe('maildir consumers seen recently', () => {
     expect((await store.stats(topic))[0]).toMatchObject({ consumers: 3 });
     await Promise.all([live.close(), crashed.close(), gone.close()]);
     await store.close();
+  });
+});
+
+describe('maildir search by id', () => {
+  it('keeps the ids of the files it read in an index beside the folders, rebuilt when lost', async () => {
+    const path = join(root, 'id-index');
+    const store = await MaildirStore.open(
+      { kind: 'maildir', path, fsync: false },
+      { logger: silentLogger },
+    );
+    const topic = uniqueTopic('ids');
+    const messages = await compose(topic, [{ payload: 1 }, { payload: 2 }, { payload: 3 }]);
+    await store.append(topic, messages);
+    const [one, two] = messages.map((message) => message.id) as [string, string];
+    const found = async (id: string) =>
+      (await store.search({ topic, id })).hits.map((hit) => hit.location);
+
+    const index = join(path, 'mailbus-index', `${topic}.default`);
+    expect(existsSync(index)).toBe(false);
+    const [first] = await found(one);
+    expect(first).toBeDefined();
+    const lines = readFileSync(index, 'utf8').trim().split('\n');
+    expect(lines.map((line) => line.split('\t')[1]).sort()).toEqual(
+      messages.map((message) => message.id).sort(),
+    );
+
+    // A file's text never changes under its name, so the index is trusted over the file: a
+    // file made to mention another id (only a test does that) is not opened for it.
+    const [second] = await found(two);
+    writeFileSync(second as string, readFileSync(first as string));
+    expect(await found(one)).toEqual([first]);
+
+    // Lost or damaged, another process reads the ids anew from the files.
+    const reopen = () =>
+      MaildirStore.open({ kind: 'maildir', path, fsync: false }, { logger: silentLogger });
+    rmSync(index);
+    const fresh = await reopen();
+    expect((await fresh.search({ topic, id: one })).total).toBe(2);
+    expect((await fresh.search({ topic, id: two })).total).toBe(0);
+    writeFileSync(index, 'garbage\nmore\tgarbage\n');
+    const again = await reopen();
+    expect((await again.search({ topic, id: one })).total).toBe(2);
+    await again.close();
+    await Promise.all([store.close(), fresh.close()]);
   });
 });

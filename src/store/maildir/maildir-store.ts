@@ -15,6 +15,7 @@ import type {
   ClaimerOptions,
   GroupStats,
   ListOptions,
+  MessageState,
   PageOptions,
   Place,
   SearchHit,
@@ -28,7 +29,9 @@ import type {
 import { CONSUMERS_SEEN_MS, STATE_FOLDERS, groupExists } from '../store.js';
 import { backfillGroup } from './backfill.js';
 import {
+  MESSAGE_STATES,
   inTimeRange,
+  messageIdsOf,
   readsBody,
   readsText,
   resolveSearch,
@@ -36,10 +39,11 @@ import {
   textMatcher,
 } from '../search.js';
 import { forgetOldIds, recentIds, rememberIds } from './dedup.js';
-import { entries, listPlace, purgePlace, removeFromPlace } from './places.js';
+import { listPlace, purgePlace, removeFromPlace, visitEntries } from './places.js';
 import { MaildirClaimer, heartbeatMs } from './claimer.js';
 import { keyDigest, orderingKeyOf } from '../../message/ordering.js';
-import { keyDigestOf, nameTimeMs, placement, uniqueBaseName } from './filenames.js';
+import { keyDigestOf, nameTimeMs, parseName, placement, uniqueBaseName } from './filenames.js';
+import { IdIndex, idIndexPath } from './id-index.js';
 import {
   countMessages,
   createFolder,
@@ -79,6 +83,8 @@ export class MaildirStore implements Store {
   private groupCacheScannedMs = -1;
   private closed = false;
   private rootMade = false;
+  // The id index of each group searched by id, kept between searches (id-index.ts).
+  private readonly idIndexes = new Map<string, IdIndex>();
 
   private constructor(config: MaildirConfig, options: MaildirStoreOptions) {
     this.root = config.path;
@@ -354,7 +360,8 @@ export class MaildirStore implements Store {
     const folders = this.folders();
     const digest = query.key === undefined ? undefined : keyDigest(query.key);
 
-    const candidates: Array<{ path: string; hit: Omit<SearchHit, 'raw'> }> = [];
+    // Names only: a path, a Date and a hit are made for the few that are read or returned.
+    const candidates: Candidate[] = [];
     for (const topic of topics) {
       const groups = this.listGroupsNow(topic).filter(
         (group) => query.group === undefined || group === query.group,
@@ -362,45 +369,93 @@ export class MaildirStore implements Store {
       for (const group of groups) {
         for (const state of searchStates(query)) {
           const place = { topic, group, folder: STATE_FOLDERS[state] };
-          for (const entry of entries(this.root, this.layout, folders, place)) {
-            const named = digest === undefined ? undefined : keyDigestOf(entry.name);
+          visitEntries(this.root, this.layout, folders, place, (dir, name, refPrefix) => {
+            const named = digest === undefined ? undefined : keyDigestOf(name);
             if (named !== undefined && named !== digest) {
-              continue; // another key's message
+              return; // another key's message
             }
-            const storedAt = new Date(nameTimeMs(entry.name));
-            if (inTimeRange(query, storedAt.getTime())) {
-              const { ref, path } = entry;
-              candidates.push({
-                path,
-                hit: { topic, group, state, ref, location: path, storedAt },
-              });
+            const storedAtMs = nameTimeMs(name);
+            if (inTimeRange(query, storedAtMs)) {
+              candidates.push({ topic, group, state, dir, name, refPrefix, storedAtMs });
             }
-          }
+          });
         }
       }
     }
-    candidates.sort((a, b) => b.hit.storedAt.getTime() - a.hit.storedAt.getTime());
+    candidates.sort((a, b) => b.storedAtMs - a.storedAtMs);
 
     const matches = readsText(query) ? textMatcher(query) : undefined;
     const reader = new HeadReader(readsBody(query));
+    const indexes = new Map<string, { index: IdIndex; present: Set<string> }>();
+    const indexOf = (topic: string, group: string) => {
+      const mailbox = this.layout.group(topic, group);
+      let used = indexes.get(mailbox);
+      if (used === undefined) {
+        let index = this.idIndexes.get(mailbox);
+        if (index === undefined) {
+          index = new IdIndex(idIndexPath(this.root, mailbox));
+          this.idIndexes.set(mailbox, index);
+        }
+        index.refresh();
+        used = { index, present: new Set() };
+        indexes.set(mailbox, used);
+      }
+      return used;
+    };
+
     const hits: SearchHit[] = [];
     let total = 0;
     for (const candidate of candidates) {
       const wanted = total >= offset && hits.length < limit;
+      let text: Buffer | undefined;
+      if (query.id !== undefined) {
+        // The index tells most files' ids without opening them.
+        const { index, present } = indexOf(candidate.topic, candidate.group);
+        const { base } = parseName(candidate.name);
+        present.add(base);
+        const known = index.get(base);
+        if (known !== undefined && !known.includes(query.id)) {
+          continue;
+        }
+        if (known === undefined) {
+          text = reader.read(join(candidate.dir, candidate.name));
+          if (text === undefined) {
+            continue;
+          }
+          index.add(base, messageIdsOf(text));
+        }
+      }
       if (matches !== undefined) {
-        const text = reader.read(candidate.path);
+        text ??= reader.read(join(candidate.dir, candidate.name));
         if (text === undefined || !matches(text)) {
           continue;
         }
       }
       if (wanted) {
-        const raw = readIfPresent(candidate.path);
+        const { topic, group, state, dir, name, refPrefix, storedAtMs } = candidate;
+        const path = join(dir, name);
+        const raw = readIfPresent(path);
         if (raw === undefined) {
           continue;
         }
-        hits.push({ ...candidate.hit, raw });
+        const ref = refPrefix + name;
+        hits.push({
+          topic,
+          group,
+          state,
+          ref,
+          location: path,
+          storedAt: new Date(storedAtMs),
+          raw,
+        });
       }
       total += 1;
+    }
+
+    // Only a look at every state of a group knows which files it has left.
+    const whole = searchStates(query).length === MESSAGE_STATES.length && !timed(query);
+    for (const { index, present } of indexes.values()) {
+      index.flush(whole ? present : undefined);
     }
     return { total, hits };
   }
@@ -480,6 +535,22 @@ export class MaildirStore implements Store {
     }
     return groups;
   }
+}
+
+/** A message file a search may return, by name until it is read or returned. */
+interface Candidate {
+  topic: string;
+  group: string;
+  state: MessageState;
+  /** The folder's new/ or cur/. */
+  dir: string;
+  name: string;
+  refPrefix: string;
+  storedAtMs: number;
+}
+
+function timed(query: SearchQuery): boolean {
+  return query.since !== undefined || query.before !== undefined;
 }
 
 /** Bytes a search reads of a file at first: the whole of a usual message. */
