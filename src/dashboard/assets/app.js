@@ -590,7 +590,7 @@ function searchForm(params) {
 
 async function showMessage(params) {
   const where = Object.fromEntries(params);
-  const { message, thread } = await getJson('/api/message', where);
+  const { message, thread, consumers } = await getJson('/api/message', where);
   const facts = [
     ['Id', message.id],
     ['Topic / group', `${message.topic}/${message.group}`],
@@ -670,6 +670,18 @@ async function showMessage(params) {
     );
   }
 
+  // Replayed or moved back, a message waits for a consumer; say how to start one when none runs.
+  const idle =
+    message.state === 'waiting' && consumers === 0
+      ? h(
+          'p',
+          { id: 'no-consumer', class: 'muted' },
+          `No consumer of ${message.topic}/${message.group} was seen in the last 5 minutes, so `,
+          'this message waits until one runs, for example: ',
+          h('code', {}, `npx mailbus consume ${message.topic} --group ${message.group} --max 1`),
+        )
+      : '';
+
   const threadRows = thread.map((item) =>
     h(
       'li',
@@ -699,6 +711,7 @@ async function showMessage(params) {
         facts.map(([label, value]) => [h('dt', {}, label), h('dd', {}, value)]),
       ),
       actions.length ? h('div', { class: 'actions', style: undefined }, actions) : '',
+      idle,
     ),
     h('section', { class: 'panel' }, h('h2', {}, 'Payload'), h('pre', { id: 'payload' }, payload)),
     h(
