@@ -634,6 +634,10 @@ describe('IMAP store on Dovecot', () => {
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Runs `task` with `mailbox` selected on an inspector session. */
+function idOfRaw(raw: Buffer): string {
+  return /^Message-ID:\s*<([^>]+)>/im.exec(raw.toString('latin1'))?.[1] ?? '';
+}
+
 function ago(ms: number): Date {
   return new Date(Date.now() - ms);
 }
@@ -986,6 +990,37 @@ describe('IMAP leases, schedules and folders on Dovecot', () => {
     expect((await store.stats(topic))[0]).toMatchObject({ group: 'default', consumers: 2 });
     await live.close();
     expect((await store.stats(topic))[0]).toMatchObject({ consumers: 1 });
+  });
+
+  it('pages a search over several mailboxes newest first, reading the dates of few', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-pages');
+    await store.subscribe(topic, 'default');
+    // INTERNALDATE has whole seconds: a second apart, the four are in a known order.
+    const messages = await compose(
+      topic,
+      [1, 2, 3, 4].map((n) => ({ payload: { n } })),
+    );
+    for (const message of messages) {
+      await store.append(topic, [message]);
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+    }
+    const claimer = await store.claimer(topic, 'default', { consumer: 'pager' });
+    const claims = await claimUntil(claimer, 2, 2);
+    await claimer.ack(claims);
+    await claimer.close();
+    const [one, two, three, four] = messages.map((message) => message.id);
+    expect((await store.stats(topic))[0]).toMatchObject({ waiting: 2, handled: 2 });
+
+    // The first page needs only the newest of each mailbox, which the server sorts out.
+    const page = async (offset: number, limit: number) => {
+      const found = await store.search({ topic, group: 'default' }, { offset, limit });
+      return { total: found.total, ids: found.hits.map((hit) => idOfRaw(hit.raw)) };
+    };
+    expect(await page(0, 1)).toEqual({ total: 4, ids: [four] });
+    expect(await page(1, 1)).toEqual({ total: 4, ids: [three] });
+    expect(await page(0, 3)).toEqual({ total: 4, ids: [four, three, two] });
+    expect(await page(3, 25)).toEqual({ total: 4, ids: [one] });
   });
 
   it('lists in-flight messages across consumers, and purges by exact INTERNALDATE', async () => {

@@ -39,7 +39,7 @@ import { takeExclusively } from './claim.js';
 import {
   creatingMailbox,
   deleteMessages,
-  earliestUids,
+  uidsByArrival,
   fetchSources,
   formatUidSet,
   mailboxStatus,
@@ -239,7 +239,7 @@ export class ScheduledPromoter {
       return [];
     }
     const criteria = ['UNKEYWORD', PROMOTE_KEYWORD, 'UNDELETED'];
-    const sorted = await earliestUids(client, criteria, PROMOTE_BATCH_MAX_MESSAGES);
+    const sorted = await uidsByArrival(client, criteria, PROMOTE_BATCH_MAX_MESSAGES);
     if (sorted !== undefined && sorted.length === 0) {
       return [];
     }
