@@ -351,8 +351,9 @@ export class MaildirStore implements Store {
   /**
    * A scan: the file names give each message's time (and the digest of its key), so a query of
    * places and times reads only the page, and a key search reads only the files of that key
-   * (and of none, which mail from outside carries). A query of ids, keys or headers reads each
-   * file's head alone, and turns most of them down by a byte search before parsing anything.
+   * (and of none, which mail from outside carries). An id search asks the group's id index
+   * (id-index.ts) first. A query of ids, keys or headers reads each file's head alone, and turns
+   * most files down by a byte search before parsing anything.
    */
   async search(query: SearchQuery, page?: PageOptions): Promise<SearchPage> {
     const { offset, limit } = resolveSearch(query, page);
@@ -452,8 +453,12 @@ export class MaildirStore implements Store {
       total += 1;
     }
 
-    // Only a look at every state of a group knows which files it has left.
-    const whole = searchStates(query).length === MESSAGE_STATES.length && !timed(query);
+    // Only a look at every file of a group (every state, any time, any key) knows which of the
+    // files the index names are gone.
+    const whole =
+      searchStates(query).length === MESSAGE_STATES.length &&
+      !timed(query) &&
+      query.key === undefined;
     for (const { index, present } of indexes.values()) {
       index.flush(whole ? present : undefined);
     }
