@@ -87,6 +87,8 @@ export interface SubscribeOptions {
    * stored at or after it, in publish order.
    */
   from?: StartPoint;
+  /** Told how far the backfill has come: `done` of `total` topic messages looked at. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export type StartPoint = 'now' | 'earliest' | Date;
@@ -398,7 +400,11 @@ export class Mailbus extends EventEmitter<MailbusEvents> {
     checkName('group', group);
     const from = startOf(options.from);
     // Only this group: a topic first made by a subscribe gets no default group it did not ask for.
-    return await this.store.subscribe(topic, group, from === undefined ? {} : { from });
+    return await this.store.subscribe(
+      topic,
+      group,
+      from === undefined ? {} : { from, onProgress: options.onProgress },
+    );
   }
 
   /** Starts a worker that runs `handler` for each message of the topic's group. */

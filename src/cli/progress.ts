@@ -60,3 +60,24 @@ export function startProgress(label: string, total: number): Progress {
     },
   };
 }
+
+/** Fewer messages than this are done too fast to need progress shown. */
+export const MIN_PROGRESS_MESSAGES = 100;
+
+/**
+ * A progress display for an operation that reports (done, total) as it goes: started at its
+ * first report of MIN_PROGRESS_MESSAGES or more, so a quick operation shows none.
+ */
+export function progressOf(label: string) {
+  let progress: Progress | undefined;
+  return {
+    listen: (done: number, total: number): void => {
+      if (total < MIN_PROGRESS_MESSAGES) {
+        return;
+      }
+      progress ??= startProgress(label, total);
+      progress.update(done);
+    },
+    stop: (): void => progress?.stop(),
+  };
+}

@@ -179,7 +179,14 @@ export function dashboardApp(context: DashboardContext): Hono {
       views.sort((a, b) => a.storedAt.getTime() - b.storedAt.getTime());
       thread = views.map(summary);
     }
-    return c.json({ message: { ...view, storedAt: view.storedAt.toISOString() }, thread });
+    // A waiting message with no consumer to take it waits for good: the page says so.
+    const stats = await bus.stats(where.topic);
+    const consumers = stats.find((group) => group.group === where.group)?.consumers ?? 0;
+    return c.json({
+      message: { ...view, storedAt: view.storedAt.toISOString() },
+      thread,
+      consumers,
+    });
   });
 
   // Actions.

@@ -1,8 +1,8 @@
 // The queue's metrics in Prometheus' text format, through prom-client. Two kinds:
 //
 // - Depth gauges (waiting, scheduled, in flight, handled, dead, quarantined, the age of the
-//   oldest waiting message) are read from the store when /metrics is scraped, so they describe
-//   the whole queue, whoever works on it.
+//   oldest waiting message, the consumers seen recently) are read from the store when /metrics
+//   is scraped, so they describe the whole queue, whoever works on it.
 // - Counters and the handler duration histogram count what this process did: what its client
 //   published, what its workers handled, failed, dead-lettered and quarantined (by reason), and
 //   how often its IMAP connections reconnected. Prometheus sums them across processes.
@@ -96,6 +96,11 @@ export class QueueMetrics {
       'mailbus_oldest_waiting_age_seconds',
       'Age of the oldest waiting message, 0 when none waits.',
       (d) => d.oldestWaitingSeconds,
+    );
+    depthGauge(
+      'mailbus_consumers',
+      'Consumers seen recently: their last heartbeat is younger than 5 minutes.',
+      (d) => d.consumers,
     );
 
     this.handled = new Counter({

@@ -89,14 +89,8 @@ export function matchesText(query: SearchQuery, raw: Buffer): boolean {
   const split = text.search(/\r?\n\r?\n/);
   const fields = headerFields(split === -1 ? text : text.slice(0, split));
 
-  if (query.id !== undefined) {
-    const ids = [
-      ...(fields.get('message-id') ?? []),
-      ...(fields.get(lower(ORIGINAL_ID_HEADER)) ?? []),
-    ];
-    if (!ids.some((value) => value.replace(/^<|>$/g, '') === query.id)) {
-      return false;
-    }
+  if (query.id !== undefined && !messageIdsOf(raw).includes(query.id)) {
+    return false;
   }
   if (query.key !== undefined && !(fields.get(lower(HEADER.key)) ?? []).includes(query.key)) {
     return false;
@@ -115,6 +109,44 @@ export function matchesText(query: SearchQuery, raw: Buffer): boolean {
     }
   }
   return true;
+}
+
+/** Whether a query's id, key and header can be told from the header block alone. */
+export function readsBody(query: SearchQuery): boolean {
+  return query.text !== undefined;
+}
+
+/**
+ * matchesText() for one query, made for a scan of many messages: a message that cannot match
+ * is turned down by a byte search before its header is parsed. An id and a key match exactly,
+ * so their bytes appear in any text that matches; free text is looked for in the whole
+ * lower-cased text first. `raw` may be the header block alone when the query does not read the body.
+ */
+export function textMatcher(query: SearchQuery): (raw: Buffer) => boolean {
+  const id = query.id === undefined ? undefined : Buffer.from(query.id, 'utf8');
+  const key = query.key === undefined ? undefined : Buffer.from(query.key, 'utf8');
+  const text = query.text === undefined ? undefined : lower(query.text);
+  return (raw) => {
+    if ((id !== undefined && !raw.includes(id)) || (key !== undefined && !raw.includes(key))) {
+      return false;
+    }
+    // Anywhere in the text first (matchesText then looks in the body only).
+    if (text !== undefined && !lower(raw.toString('utf8')).includes(text)) {
+      return false;
+    }
+    return matchesText(query, raw);
+  };
+}
+
+/** The ids a message is found by: its Message-ID, and for a dead letter the original's. */
+export function messageIdsOf(raw: Buffer): string[] {
+  const text = raw.toString('utf8');
+  const split = text.search(/\r?\n\r?\n/);
+  const fields = headerFields(split === -1 ? text : text.slice(0, split));
+  return [
+    ...(fields.get('message-id') ?? []),
+    ...(fields.get(lower(ORIGINAL_ID_HEADER)) ?? []),
+  ].map((value) => value.replace(/^<|>$/g, ''));
 }
 
 function lower(text: string): string {

@@ -86,7 +86,14 @@ export interface SubscribeOptions {
    * No message published while the subscribe runs is missed by the group or given to it twice.
    */
   from?: Date;
+  /**
+   * Told how far a backfill has come: `done` of the `total` topic messages it looks at. Called
+   * once the total is known, then as it goes, and at the end with `done` equal to `total`.
+   */
+  onProgress?: BackfillProgress;
 }
+
+export type BackfillProgress = (done: number, total: number) => void;
 
 export interface SubscribeResult {
   /** How many messages of the topic's inbox the group was given by the backfill. */
@@ -285,7 +292,16 @@ export interface GroupStats {
   dead: number;
   /** Messages that failed verification, kept for an operator. */
   quarantined: number;
+  /**
+   * Consumers seen recently: those whose last heartbeat is younger than CONSUMERS_SEEN_MS. A
+   * consumer that stops cleanly removes its trace and leaves the count at once; one that
+   * crashed counts until its heartbeat is that old (or another consumer took its claims over).
+   */
+  consumers: number;
 }
+
+/** How recent a consumer's last heartbeat must be for stats() to count it (5 minutes). */
+export const CONSUMERS_SEEN_MS = 5 * 60_000;
 
 /** Backfilling is for a new group: one that exists has had its own copies since it was made. */
 export function groupExists(topic: string, group: string): MailbusError {

@@ -1,11 +1,13 @@
 // The dashboard in a real headless Chromium (Debian's, driven by playwright-core), against a
 // queue on a Maildir and on Dovecot: after a known workload the overview shows the right counts,
 // the search bar finds the right messages, a dead letter replayed from its page is handled
-// afterwards, and requests without the token are refused. Screenshots of the main pages go to
-// test-artifacts/screenshots/.
+// afterwards, and requests without the token are refused. Then the newcomer's path, all through
+// the command line: the demo that `npm start` runs, `mailbus dashboard`, the demo's queue in the
+// page, a rejected order found by the search bar, replayed, and handled by `mailbus consume`.
+// Screenshots of the main pages go to test-artifacts/screenshots/.
 
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +20,8 @@ import { DeadLetterError } from '../../src/consumer/errors.js';
 import { startDashboard } from '../../src/dashboard/server.js';
 import type { Dashboard } from '../../src/dashboard/server.js';
 import { silentLogger } from '../../src/log.js';
+import type { Claimer } from '../../src/store/store.js';
+import { CLI, runCli } from '../support/cli.js';
 import { imapOptions } from '../support/imap.js';
 import { uniqueTopic } from '../support/store-conformance.js';
 import { tempDir } from '../support/temp.js';
@@ -73,6 +77,7 @@ function describeDashboard(name: string, options: () => ConnectOptions): void {
     let bus: Mailbus;
     let dashboard: Dashboard;
     let page: Page;
+    let watcher: Claimer | undefined;
     const topic = uniqueTopic('board');
     const ids: string[] = [];
 
@@ -104,6 +109,9 @@ function describeDashboard(name: string, options: () => ConnectOptions): void {
         { maxMessages: 5 },
       );
       expect(await worker.done).toMatchObject({ handled: 4, deadLettered: 1 });
+      // A consumer of `billing` that claims nothing, only says it is alive.
+      watcher = await bus.store.claimer(topic, 'billing', { consumer: 'watcher' });
+      await watcher.heartbeat();
       // Cookies are kept per host name, not per port: no session from another dashboard.
       await context.clearCookies();
       page = await context.newPage();
@@ -111,6 +119,7 @@ function describeDashboard(name: string, options: () => ConnectOptions): void {
 
     afterAll(async () => {
       await page?.close();
+      await watcher?.close();
       await dashboard?.close();
       await bus?.close();
     });
@@ -157,6 +166,9 @@ function describeDashboard(name: string, options: () => ConnectOptions): void {
       await expectCount(page, `${topic}/default`, 'dead', 1);
       await expectCount(page, `${topic}/billing`, 'waiting', 5);
       await expectCount(page, `${topic}/billing`, 'dead', 0);
+      // The worker of `default` has stopped; a consumer of `billing` that is alive shows.
+      await expectCount(page, `${topic}/default`, 'consumers', 0);
+      await expectCount(page, `${topic}/billing`, 'consumers', 1);
       expect(await page.content()).not.toContain(TOKEN);
       await page.screenshot({ path: join(SCREENSHOTS, `${name}-overview.png`), fullPage: true });
 
@@ -224,3 +236,105 @@ function describeDashboard(name: string, options: () => ConnectOptions): void {
 
 describeDashboard('maildir', () => ({ url: `maildir:${join(tempDir('board'), 'queue')}` }));
 describeDashboard('dovecot', () => imapOptions());
+
+describe('the newcomer path: npm start, then mailbus dashboard', () => {
+  const dir = tempDir('newcomer');
+  const demoUrl = 'maildir:./mailbus-data'; // the default, relative to where the commands run
+  let dashboard: ReturnType<typeof spawn> | undefined;
+  let url = '';
+  let page: Page;
+
+  beforeAll(async () => {
+    // What `npm start` runs once the build is done, in a directory of its own.
+    const start = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'))
+      .scripts.start as string;
+    expect(start).toBe('npm run build --silent && node dist/cli/main.js demo');
+    const demo = await runCli(['demo', '--count', '300'], { cwd: dir, timeoutMs: 120_000 });
+    expect(demo.code).toBe(0);
+    expect(demo.stdout).toContain('every group handled every event.');
+    expect(demo.stdout).toContain('npx mailbus dashboard');
+    expect(demo.stdout).toContain('npx mailbus consume order-created --group order-service');
+
+    dashboard = spawn(process.execPath, [CLI, 'dashboard', '--port', '0'], {
+      cwd: dir,
+      env: { ...process.env, MAILBUS_URL: demoUrl, MAILBUS_DASHBOARD_TOKEN: '' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    url = await new Promise<string>((resolve, reject) => {
+      dashboard?.stderr?.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString('utf8');
+        const match = /^mailbus: dashboard at (http:\/\/127\.0\.0\.1:\d+\/)$/m.exec(stderr);
+        if (match) {
+          resolve(match[1] as string);
+        }
+      });
+      dashboard?.on('exit', (code) => reject(new Error(`dashboard exited ${code}: ${stderr}`)));
+    });
+    await context.clearCookies();
+    page = await context.newPage();
+  }, 180_000);
+
+  afterAll(async () => {
+    await page?.close();
+    if (dashboard && dashboard.exitCode === null) {
+      const exited = new Promise((resolve) => dashboard?.once('exit', resolve));
+      dashboard.kill('SIGTERM');
+      await exited;
+    }
+  });
+
+  it('shows the demo topics and groups, with its rejected orders as dead letters', async () => {
+    // On loopback no token is asked for: the page opens at once.
+    await page.goto(url);
+    await page.waitForSelector('#groups');
+    const groups = await page
+      .locator('#groups tbody tr')
+      .evaluateAll((rows) => rows.map((row) => row.getAttribute('data-group')));
+    const topics = ['inventory-update', 'order-created', 'payment-processed'];
+    const demoGroups = ['analytics', 'audit-log', 'order-service'];
+    expect(groups).toEqual(topics.flatMap((t) => demoGroups.map((g) => `${t}/${g}`)));
+    await expectCount(page, 'order-created/order-service', 'dead', 3);
+    await expectCount(page, 'order-created/order-service', 'handled', 100);
+    await expectCount(page, 'order-created/analytics', 'waiting', 3);
+    await expectCount(page, 'payment-processed/audit-log', 'handled', 100);
+    await expectCount(page, 'order-created/order-service', 'consumers', 0);
+  });
+
+  it('finds a rejected order through the search bar, replays it, and a consumer handles it', async () => {
+    await page.fill('#search-input', '99001 state:dead');
+    await page.press('#search-input', 'Enter');
+    await expect.poll(() => page.textContent('#search-total')).toMatch(/^1 message(s)? match/);
+    await page.click('#results tbody tr a');
+    await page.waitForSelector('#payload');
+    expect(JSON.parse((await page.textContent('#payload')) ?? '')).toMatchObject({
+      orderId: 99_001,
+      total: -1,
+    });
+    expect(await page.textContent('main')).toContain('order total -1 is below zero');
+
+    await page.click('#replay-one');
+    await page.click('#confirm-ok');
+    await expect.poll(() => page.url()).toContain('state=waiting');
+    await page.waitForSelector('#payload');
+    // Nothing consumes the group now: the page says so, and how to start a consumer.
+    const command = 'npx mailbus consume order-created --group order-service --max 1';
+    expect(await page.textContent('#no-consumer')).toContain(command);
+    await page.screenshot({ path: join(SCREENSHOTS, 'newcomer-replayed.png'), fullPage: true });
+
+    const consumed = await runCli(command.split(' ').slice(2), {
+      cwd: dir,
+      env: { MAILBUS_URL: demoUrl },
+    });
+    expect(consumed.code).toBe(0);
+    expect(JSON.parse(consumed.stdout)).toMatchObject({
+      topic: 'order-created',
+      group: 'order-service',
+      payload: { orderId: 99_001 },
+    });
+    await page.goto(url);
+    await expectCount(page, 'order-created/order-service', 'handled', 101);
+    await expectCount(page, 'order-created/order-service', 'dead', 2);
+    expect(await page.textContent('main')).toMatch(/replay order-created\/order-service \(1\)/);
+  });
+});

@@ -91,14 +91,17 @@ describe('the command line on a Maildir', () => {
           handled: 1,
           dead: 0,
           quarantined: 0,
+          consumers: 0,
         },
       ],
     });
     const table = await runCli(['stats', topic], { env });
     expect(table.stdout).toMatch(
-      /TOPIC\s+GROUP\s+WAITING\s+SCHEDULED\s+IN FLIGHT\s+HANDLED\s+DEAD\s+QUARANTINED/,
+      /TOPIC\s+GROUP\s+WAITING\s+SCHEDULED\s+IN FLIGHT\s+HANDLED\s+DEAD\s+QUARANTINED\s+CONSUMERS/,
     );
-    expect(table.stdout).toMatch(new RegExp(`${topic}\\s+billing\\s+0\\s+0\\s+0\\s+1\\s+0\\s+0`));
+    expect(table.stdout).toMatch(
+      new RegExp(`${topic}\\s+billing\\s+0\\s+0\\s+0\\s+1\\s+0\\s+0\\s+0\\n`),
+    );
   });
 
   it('subscribes a group from earliest, from a time or from now', async () => {

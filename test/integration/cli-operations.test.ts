@@ -1,5 +1,5 @@
 // The operator's commands on a Maildir: peek and tail look without claiming, stats --watch
-// draws again and again, and long replays and purges tell their progress.
+// draws again and again, and long replays, purges and backfills tell their progress.
 
 import { spawn } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
@@ -150,5 +150,31 @@ describe('operator commands', () => {
     expect(purged.stdout).toBe(`deleted ${count} dead letters\n`);
     expect(purged.stderr.trim().split('\n').at(-1)).toBe(`mailbus: purging ${count}/${count}`);
     expect((await (await library()).stats(topic))[0]).toMatchObject({ waiting: 0, dead: 0 });
+  });
+
+  it('backfills a new group from earliest with progress lines when not on a terminal', async () => {
+    const topic = uniqueTopic('backfill-progress');
+    const count = 150;
+    const many = Array.from({ length: count }, (_, n) => JSON.stringify({ n })).join('\n');
+    await runCli(['publish', topic, '--lines'], { env, input: `${many}\n` });
+
+    const subscribed = await runCli(['subscribe', topic, 'audit', '--from', 'earliest'], { env });
+    expect(subscribed.code).toBe(0);
+    expect(subscribed.stdout).toBe(
+      `subscribed group audit to topic ${topic} from its earliest message\n` +
+        `backfilled ${count} messages from the topic\n`,
+    );
+    // The backfill reports every hundredth (2 messages here); a line follows about every tenth
+    // of the work, and the last one is at the total. Nothing else is on stderr.
+    const done = [16, 32, 48, 64, 80, 96, 112, 128, 144, 150];
+    expect(subscribed.stderr).toBe(
+      done.map((n) => `mailbus: backfilling ${n}/${count}\n`).join(''),
+    );
+
+    // A small backfill is quick: no progress at all.
+    const few = await runCli(['subscribe', uniqueTopic('few'), 'audit', '--from', 'earliest'], {
+      env,
+    });
+    expect(few.stderr).toBe('');
   });
 });

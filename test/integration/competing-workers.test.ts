@@ -81,6 +81,7 @@ async function compete(options: ConnectOptions, env: NodeJS.ProcessEnv): Promise
         handled: MESSAGES,
         dead: 0,
         quarantined: 0,
+        consumers: 0,
       },
     ]);
     const handled = perWorker.flat();

@@ -14,7 +14,9 @@ import type { MailbusError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { ACTIVE_POLL_WINDOW_MS } from '../../src/store/imap/claimer.js';
 import { RECONNECT_MAX_DELAY_MS } from '../../src/store/imap/connection.js';
+import { heartbeatMessage } from '../../src/store/imap/lease.js';
 import { ImapStore } from '../../src/store/imap/imap-store.js';
+import { CONSUMERS_SEEN_MS } from '../../src/store/store.js';
 import type { Claim, Claimer, Store } from '../../src/store/store.js';
 import { mailServers } from '../support/imap.js';
 import { compose, describeStoreConformance, uniqueTopic } from '../support/store-conformance.js';
@@ -181,6 +183,7 @@ describe('IMAP store on Dovecot', () => {
         handled: 0,
         dead: 0,
         quarantined: 0,
+        consumers: 0,
       },
       {
         topic,
@@ -191,6 +194,7 @@ describe('IMAP store on Dovecot', () => {
         handled: 0,
         dead: 0,
         quarantined: 0,
+        consumers: 0,
       },
     ]);
 
@@ -210,6 +214,7 @@ describe('IMAP store on Dovecot', () => {
       handled: 3,
       dead: 0,
       quarantined: 0,
+      consumers: 1, // w1, still open
     });
 
     const client = await inspector();
@@ -502,6 +507,7 @@ describe('IMAP store on Dovecot', () => {
           handled: 0,
           dead: 0,
           quarantined: 0,
+          consumers: 0,
         },
       ]);
       expect(Date.now() - started).toBeLessThan(RECONNECT_MAX_DELAY_MS);
@@ -628,6 +634,14 @@ describe('IMAP store on Dovecot', () => {
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Runs `task` with `mailbox` selected on an inspector session. */
+function idOfRaw(raw: Buffer): string {
+  return /^Message-ID:\s*<([^>]+)>/im.exec(raw.toString('latin1'))?.[1] ?? '';
+}
+
+function ago(ms: number): Date {
+  return new Date(Date.now() - ms);
+}
+
 async function inMailbox<T>(client: ImapFlow, mailbox: string, task: () => Promise<T>): Promise<T> {
   const lock = await client.getMailboxLock(mailbox);
   try {
@@ -953,6 +967,60 @@ describe('IMAP leases, schedules and folders on Dovecot', () => {
     await beta.close();
     expect(await subjects()).toEqual(['consumer alpha']);
     await alpha.close();
+  });
+
+  it('counts a consumer that crashed until its last heartbeat is older than the window', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-seen');
+    const live = await store.claimer(topic, 'default', { consumer: 'live' });
+    // The heartbeats two crashed consumers left behind: one a minute inside the window, one
+    // a minute past it, and an older one of the first, which only its newest supersedes.
+    const mailbox = `${topic}.default.Consumers`;
+    const client = await inspector();
+    try {
+      const beat = (consumer: string, agoMs: number) =>
+        client.append(mailbox, heartbeatMessage(consumer, topic, 'default', ago(agoMs)));
+      await beat('crashed', CONSUMERS_SEEN_MS + 120_000);
+      await beat('crashed', CONSUMERS_SEEN_MS - 60_000);
+      await beat('gone', CONSUMERS_SEEN_MS + 60_000);
+    } finally {
+      await client.logout();
+    }
+
+    expect((await store.stats(topic))[0]).toMatchObject({ group: 'default', consumers: 2 });
+    await live.close();
+    expect((await store.stats(topic))[0]).toMatchObject({ consumers: 1 });
+  });
+
+  it('pages a search over several mailboxes newest first, reading the dates of few', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-pages');
+    await store.subscribe(topic, 'default');
+    // INTERNALDATE has whole seconds: a second apart, the four are in a known order.
+    const messages = await compose(
+      topic,
+      [1, 2, 3, 4].map((n) => ({ payload: { n } })),
+    );
+    for (const message of messages) {
+      await store.append(topic, [message]);
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+    }
+    const claimer = await store.claimer(topic, 'default', { consumer: 'pager' });
+    const claims = await claimUntil(claimer, 2, 2);
+    await claimer.ack(claims);
+    await claimer.close();
+    const [one, two, three, four] = messages.map((message) => message.id);
+    expect((await store.stats(topic))[0]).toMatchObject({ waiting: 2, handled: 2 });
+
+    // The first page needs only the newest of each mailbox, which the server sorts out.
+    const page = async (offset: number, limit: number) => {
+      const found = await store.search({ topic, group: 'default' }, { offset, limit });
+      return { total: found.total, ids: found.hits.map((hit) => idOfRaw(hit.raw)) };
+    };
+    expect(await page(0, 1)).toEqual({ total: 4, ids: [four] });
+    expect(await page(1, 1)).toEqual({ total: 4, ids: [three] });
+    expect(await page(0, 3)).toEqual({ total: 4, ids: [four, three, two] });
+    expect(await page(3, 25)).toEqual({ total: 4, ids: [one] });
   });
 
   it('lists in-flight messages across consumers, and purges by exact INTERNALDATE', async () => {

@@ -48,6 +48,7 @@ describe('a Maildir filled by mailbus, served by Dovecot', () => {
         handled: 4,
         dead: 0,
         quarantined: 0,
+        consumers: 0,
       },
       {
         topic,
@@ -58,6 +59,7 @@ describe('a Maildir filled by mailbus, served by Dovecot', () => {
         handled: 0,
         dead: 1,
         quarantined: 0,
+        consumers: 0,
       },
     ]);
 

@@ -96,6 +96,7 @@ describe('metrics', () => {
     expect(oldest).toBeGreaterThan(0);
     expect(oldest).toBeLessThan(60);
     expect(value(families, 'mailbus_oldest_waiting_age_seconds', group)).toBe(0);
+    expect(value(families, 'mailbus_consumers', group)).toBe(0); // the worker has stopped
 
     // The parser keeps no labels of a labelled histogram's _count and _sum lines, so the
     // text shows the family and its type, and prom-client's own reading the counts by outcome.
@@ -190,6 +191,7 @@ describe('metrics', () => {
       }
       expect(value(families, 'mailbus_handled_total', { topic, group: 'default' })).toBe(3);
       expect(value(families, 'mailbus_waiting_messages', { topic, group: 'default' })).toBe(0);
+      expect(value(families, 'mailbus_consumers', { topic, group: 'default' })).toBe(1);
     } finally {
       child.kill('SIGTERM');
     }

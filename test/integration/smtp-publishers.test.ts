@@ -143,6 +143,7 @@ describe('mail from other publishers through Postfix', () => {
           handled: count,
           dead: 0,
           quarantined: 0,
+          consumers: 0,
         })),
       );
     } finally {

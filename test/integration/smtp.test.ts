@@ -144,6 +144,7 @@ describe('SMTP publisher through Postfix', () => {
           handled: 0,
           dead: 0,
           quarantined: 0,
+          consumers: 0,
         },
         {
           topic,
@@ -154,6 +155,7 @@ describe('SMTP publisher through Postfix', () => {
           handled: 0,
           dead: 0,
           quarantined: 0,
+          consumers: 0,
         },
       ]);
 

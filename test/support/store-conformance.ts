@@ -7,7 +7,7 @@ import { composeMessage } from '../../src/message/compose.js';
 import type { ComposedMessage } from '../../src/message/compose.js';
 import type { OutgoingMessage } from '../../src/message/message.js';
 import { readQuarantined, releasedCopy } from '../../src/security/quarantine.js';
-import type { Claim, Claimer, Store } from '../../src/store/store.js';
+import type { Claim, Claimer, SearchQuery, Store } from '../../src/store/store.js';
 
 export function uniqueTopic(prefix: string): string {
   return `${prefix}-${randomBytes(4).toString('hex')}`;
@@ -71,6 +71,7 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
           handled: 0,
           dead: 0,
           quarantined: 0,
+          consumers: 0,
         },
       ]);
 
@@ -83,6 +84,27 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
       expect((await store.stats(topic))[0]).toMatchObject({ waiting: 0, inFlight: 0, handled: 2 });
       expect(await claimer.claim(10)).toEqual([]);
       await claimer.close();
+    });
+
+    it('counts the consumers of each group seen recently, and forgets one that stops', async () => {
+      const store = await open();
+      const topic = uniqueTopic('consumers');
+      await store.ensureTopic(topic);
+      await store.subscribe(topic, 'billing');
+      const consumersOf = async (): Promise<Record<string, number>> =>
+        Object.fromEntries((await store.stats(topic)).map((row) => [row.group, row.consumers]));
+      expect(await consumersOf()).toEqual({ billing: 0, default: 0 });
+
+      const first = await store.claimer(topic, 'default', { consumer: 'c1' });
+      const second = await store.claimer(topic, 'default', { consumer: 'c2' });
+      const billing = await store.claimer(topic, 'billing', { consumer: 'c1' });
+      await Promise.all([first.heartbeat(), second.heartbeat(), billing.heartbeat()]);
+      expect(await consumersOf()).toEqual({ billing: 1, default: 2 });
+
+      await first.close();
+      expect(await consumersOf()).toEqual({ billing: 1, default: 1 });
+      await Promise.all([second.close(), billing.close()]);
+      expect(await consumersOf()).toEqual({ billing: 0, default: 0 });
     });
 
     it('gives every subscribed group its own copy, and none to a later group', async () => {
@@ -497,7 +519,7 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
         }
       });
 
-      it('backfills a few thousand messages quickly', async () => {
+      it('backfills a few thousand messages quickly, telling its progress', async () => {
         const store = await open();
         const topic = uniqueTopic('replay-large');
         const total = 3000;
@@ -510,10 +532,22 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
         }
 
         const started = performance.now();
-        const result = await store.subscribe(topic, 'bulk', { from: new Date(0) });
+        const reports: Array<[number, number]> = [];
+        const result = await store.subscribe(topic, 'bulk', {
+          from: new Date(0),
+          onProgress: (done, of) => reports.push([done, of]),
+        });
         const ms = Math.round(performance.now() - started);
         console.log(`${name}: backfilled ${result.backfilled} messages in ${ms} ms`);
         expect(result).toEqual({ backfilled: total });
+        // From nothing to the total, never backwards, with steps in between.
+        expect(reports[0]).toEqual([0, total]);
+        expect(reports.at(-1)).toEqual([total, total]);
+        expect(reports.every(([, of]) => of === total)).toBe(true);
+        expect(reports.every(([done], i) => i === 0 || done >= (reports[i - 1]?.[0] ?? 0))).toBe(
+          true,
+        );
+        expect(reports.length).toBeGreaterThanOrEqual(5);
         expect((await store.stats(topic)).find((row) => row.group === 'bulk')).toMatchObject({
           waiting: total,
         });
@@ -575,6 +609,40 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
       await expect(store.search({ topic, states: ['lost' as 'dead'] })).rejects.toThrow(
         /unknown state "lost"/,
       );
+    });
+
+    it('finds a key exactly, never a longer key it begins, and big messages by any field', async () => {
+      const store = await open();
+      const topic = uniqueTopic('search-exact');
+      await store.subscribe(topic, 'default');
+      const tail = 'x'.repeat(40_000); // past the first read of a Maildir scan
+      const messages = await compose(topic, [
+        { payload: { n: 1 }, key: 'customer-1' },
+        { payload: { n: 2 }, key: 'customer-12' },
+        {
+          payload: { n: 3, tail, note: 'deep-in-the-tail' },
+          key: 'customer-1',
+          headers: { 'X-Region': 'far' },
+        },
+      ]);
+      for (const message of messages) {
+        await store.append(topic, [message]);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const [one, two, big] = messages.map((message) => message.id);
+      const ids = async (query: Omit<SearchQuery, 'topic'>) =>
+        (await store.search({ topic, ...query })).hits.map((hit) =>
+          idOf({ raw: hit.raw, location: '' }),
+        );
+
+      expect(await ids({ key: 'customer-1' })).toEqual([big, one]);
+      expect(await ids({ key: 'customer-12' })).toEqual([two]);
+      expect(await ids({ key: 'customer' })).toEqual([]);
+      expect(await ids({ text: 'DEEP-in-the-tail' })).toEqual([big]);
+      expect(await ids({ header: { name: 'X-Region', value: 'FAR' } })).toEqual([big]);
+      expect(await ids({ id: big as string, key: 'customer-1' })).toEqual([big]);
+      const [hit] = (await store.search({ topic, id: big as string })).hits;
+      expect(hit?.raw.equals(messages[2]?.raw as Buffer)).toBe(true);
     });
 
     it('pauses a group with a mark that stays until it is resumed', async () => {

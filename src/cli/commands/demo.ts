@@ -136,7 +136,9 @@ export function registerDemo(program: Command): void {
         `\n${rejected} orders with a total below zero were rejected by ${REJECTING_GROUP}: ` +
           `they wait as dead letters in ${REJECTED_TOPIC}/${REJECTING_GROUP}, and as waiting ` +
           `messages in ${others}, which no consumer reads any more.\n` +
-          'See them, search and replay them in the dashboard: npx mailbus dashboard\n',
+          'See them, search and replay them in the dashboard: npx mailbus dashboard\n' +
+          'A replayed order waits for the order service; handle it with:\n' +
+          `  npx mailbus consume ${REJECTED_TOPIC} --group ${REJECTING_GROUP} --max 1\n`,
       );
     }
     if (!result.complete) {

@@ -8,8 +8,7 @@ import { ERROR_CODES, MailbusError } from '../../errors.js';
 import type { GlobalFlags } from '../options.js';
 import { addConnectionFlags, connectOptions, parseDurationMs } from '../options.js';
 import { table } from '../output.js';
-import { startProgress } from '../progress.js';
-import type { Progress } from '../progress.js';
+import { progressOf } from '../progress.js';
 
 interface DlqFlags extends GlobalFlags {
   group: string;
@@ -35,24 +34,6 @@ async function confirm(question: string): Promise<boolean> {
   prompt.close();
   return /^y(es)?$/i.test(answer.trim());
 }
-
-/** A progress display started at the first step (a quick operation of one shows none). */
-function progressOf(label: string) {
-  let progress: Progress | undefined;
-  return {
-    listen: (done: number, total: number): void => {
-      if (total < MIN_PROGRESS_MESSAGES) {
-        return;
-      }
-      progress ??= startProgress(label, total);
-      progress.update(done);
-    },
-    stop: (): void => progress?.stop(),
-  };
-}
-
-/** Fewer messages than this are done too fast to need progress shown. */
-const MIN_PROGRESS_MESSAGES = 100;
 
 export function registerDlq(program: Command): void {
   const command = program

@@ -1,6 +1,7 @@
 // `mailbus stats [TOPIC] [--watch]`: per topic and group, how many messages wait, are in
-// flight, were handled, are dead, and were quarantined; with --watch the table is drawn again every interval, in
-// place on a terminal and one table after another anywhere else.
+// flight, were handled, are dead, and were quarantined, and how many consumers were seen
+// recently; with --watch the table is drawn again every interval, in place on a terminal and
+// one table after another anywhere else.
 
 import type { Command } from 'commander';
 import { connect } from '../../client.js';
@@ -26,6 +27,7 @@ function statsTable(rows: GroupStats[]): string {
   const header = [
     ...['TOPIC', 'GROUP', 'WAITING', 'SCHEDULED', 'IN FLIGHT', 'HANDLED', 'DEAD'],
     'QUARANTINED',
+    'CONSUMERS',
   ];
   const cells = rows.map((row) => [
     row.topic,
@@ -36,6 +38,7 @@ function statsTable(rows: GroupStats[]): string {
     formatNumber(row.handled),
     formatNumber(row.dead),
     formatNumber(row.quarantined),
+    formatNumber(row.consumers),
   ]);
   return table(header, cells);
 }
@@ -44,7 +47,8 @@ export function registerStats(program: Command): void {
   const command = program
     .command('stats')
     .description(
-      'show waiting, scheduled, in-flight, handled, dead and quarantined messages per group',
+      'show waiting, scheduled, in-flight, handled, dead and quarantined messages per group, ' +
+        'and its consumers seen in the last 5 minutes',
     )
     .argument('[topic]', 'only this topic')
     .option('--json', 'print one JSON object (one per interval with --watch)')

@@ -1,6 +1,7 @@
 // `mailbus subscribe TOPIC GROUP [--from now|earliest|TIME]`: creates a consumer group, the
 // mailing-list member that gets its own copy of every message published from now on, or first
-// a copy of the topic's earlier messages (a replay from its inbox).
+// a copy of the topic's earlier messages (a replay from its inbox), with its progress shown
+// when it is long.
 
 import type { Command } from 'commander';
 import { connect } from '../../client.js';
@@ -8,6 +9,7 @@ import type { StartPoint } from '../../client.js';
 import { groupAddress } from '../../transport/addresses.js';
 import type { GlobalFlags } from '../options.js';
 import { addConnectionFlags, connectOptions, parseStart } from '../options.js';
+import { progressOf } from '../progress.js';
 
 interface SubscribeFlags extends GlobalFlags {
   from?: StartPoint;
@@ -29,7 +31,10 @@ export function registerSubscribe(program: Command): void {
       const options = connectOptions(flags);
       const bus = await connect(options);
       try {
-        const { backfilled } = await bus.subscribe(topic, group, { from: flags.from });
+        const tracker = progressOf('backfilling');
+        const { backfilled } = await bus
+          .subscribe(topic, group, { from: flags.from, onProgress: tracker.listen })
+          .finally(() => tracker.stop());
         const since = flags.from === undefined || flags.from === 'now' ? '' : describe(flags.from);
         process.stdout.write(`subscribed group ${group} to topic ${topic}${since}\n`);
         if (since) {

@@ -170,6 +170,7 @@ function totals(groups) {
     inFlight: sum('inFlight'),
     handled: sum('handled'),
     dead: sum('dead'),
+    consumers: sum('consumers'),
   };
 }
 
@@ -206,6 +207,11 @@ function renderOverview() {
       h('td', { class: 'num', 'data-count': 'handled' }, searchLink('handled', group.handled)),
       h('td', { class: 'num', 'data-count': 'dead' }, searchLink('dead', group.dead)),
       h('td', { class: 'num' }, age(group.oldestWaitingSeconds)),
+      h(
+        'td',
+        { class: 'num', 'data-count': 'consumers', title: 'heartbeat in the last 5 minutes' },
+        number(group.consumers),
+      ),
       h(
         'td',
         {},
@@ -283,6 +289,7 @@ function renderOverview() {
         h('th', { class: 'num' }, 'Handled'),
         h('th', { class: 'num' }, 'Dead'),
         h('th', { class: 'num' }, 'Oldest waiting'),
+        h('th', { class: 'num', title: 'heartbeat in the last 5 minutes' }, 'Consumers seen'),
         h('th', {}, 'Actions'),
       ),
     ),
@@ -313,6 +320,7 @@ function renderOverview() {
       card('in flight', all.inFlight),
       card('handled', all.handled),
       card('dead', all.dead, 'dead'),
+      card('consumers seen', all.consumers),
     ),
     h(
       'section',
@@ -582,7 +590,7 @@ function searchForm(params) {
 
 async function showMessage(params) {
   const where = Object.fromEntries(params);
-  const { message, thread } = await getJson('/api/message', where);
+  const { message, thread, consumers } = await getJson('/api/message', where);
   const facts = [
     ['Id', message.id],
     ['Topic / group', `${message.topic}/${message.group}`],
@@ -662,6 +670,18 @@ async function showMessage(params) {
     );
   }
 
+  // Replayed or moved back, a message waits for a consumer; say how to start one when none runs.
+  const idle =
+    message.state === 'waiting' && consumers === 0
+      ? h(
+          'p',
+          { id: 'no-consumer', class: 'muted' },
+          `No consumer of ${message.topic}/${message.group} was seen in the last 5 minutes, so `,
+          'this message waits until one runs, for example: ',
+          h('code', {}, `npx mailbus consume ${message.topic} --group ${message.group} --max 1`),
+        )
+      : '';
+
   const threadRows = thread.map((item) =>
     h(
       'li',
@@ -691,6 +711,7 @@ async function showMessage(params) {
         facts.map(([label, value]) => [h('dt', {}, label), h('dd', {}, value)]),
       ),
       actions.length ? h('div', { class: 'actions', style: undefined }, actions) : '',
+      idle,
     ),
     h('section', { class: 'panel' }, h('h2', {}, 'Payload'), h('pre', { id: 'payload' }, payload)),
     h(

@@ -12,6 +12,7 @@
 // the backfill delete its own, once publishes under way have had time to finish.
 
 import type { ImapFlow } from 'imapflow';
+import type { BackfillProgress } from '../store.js';
 import {
   copyMessages,
   deleteMessages,
@@ -27,6 +28,9 @@ export const PUBLISH_SETTLE_MS = 1_000;
 /** UIDs per FETCH while dates and ids are read: bounds one response. */
 const FETCH_BATCH = 1_000;
 
+/** UIDs per UID COPY: a long backfill tells its progress after each. */
+const COPY_BATCH = 500;
+
 /** SEARCH SINCE compares dates in a time zone the server picks: ask for more, then compare. */
 const SEARCH_DATE_MARGIN_MS = 2 * 24 * 60 * 60 * 1000;
 
@@ -35,6 +39,7 @@ export interface BackfillMailboxes {
   group: string;
   /** Topic messages whose INTERNALDATE is at or after this time (to the second) are copied. */
   from: Date;
+  onProgress?: BackfillProgress;
 }
 
 /** What the first step copied, for the second step to check. */
@@ -53,13 +58,15 @@ export interface Backfilled {
  */
 export async function copyTopicIntoGroup(
   client: ImapFlow,
-  { topic, group, from }: BackfillMailboxes,
+  { topic, group, from, onProgress }: BackfillMailboxes,
 ): Promise<Backfilled> {
+  const report = onProgress ?? (() => undefined);
   // SELECT, not STATUS: Dovecot answers STATUS of the mailbox a session has selected from that
   // session's view, which lacks what other sessions stored since its last command.
   const uidNext = await freshUidNext(client, topic);
   const at = Date.now();
   if (uidNext <= 1) {
+    report(0, 0);
     return { copies: [], groupUidNext: 1, at };
   }
 
@@ -75,12 +82,20 @@ export async function copyTopicIntoGroup(
     const ids = await messageIds(client, uids);
     uids = uids.filter((uid) => !given.has(ids.get(uid) ?? ''));
   }
+  report(0, uids.length);
   if (uids.length === 0) {
     return { copies: [], groupUidNext, at };
   }
 
-  const copied = await copyMessages(client, uids, group);
-  return { copies: [...copied.targets.values()], groupUidNext, at };
+  // In UID order, a batch at a time: the group receives them in publish order all the same.
+  const copies: number[] = [];
+  for (let start = 0; start < uids.length; start += COPY_BATCH) {
+    const batch = uids.slice(start, start + COPY_BATCH);
+    const copied = await copyMessages(client, batch, group);
+    copies.push(...copied.targets.values());
+    report(Math.min(start + COPY_BATCH, uids.length), uids.length);
+  }
+  return { copies, groupUidNext, at };
 }
 
 /**

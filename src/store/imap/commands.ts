@@ -457,19 +457,22 @@ export async function searchAllUids(client: ImapFlow, criteria: string[]): Promi
 
 /**
  * The first `limit` UIDs matching `criteria` in INTERNALDATE order, earliest first (SORT
- * ARRIVAL, RFC 5256), or undefined when the server cannot sort. With ESORT and PARTIAL
- * (RFC 5267) only those `limit` UIDs cross the wire, however many match.
+ * ARRIVAL, RFC 5256), or with `newest` the latest first (REVERSE ARRIVAL); undefined when the
+ * server cannot sort. With ESORT and PARTIAL (RFC 5267) only those `limit` UIDs cross the wire,
+ * however many match.
  */
-export async function earliestUids(
+export async function uidsByArrival(
   client: ImapFlow,
   criteria: string[],
   limit: number,
+  newest = false,
 ): Promise<number[] | undefined> {
   const caps = client.capabilities;
   if (!caps.has('SORT')) {
     return undefined;
   }
-  const keys = [[atom('ARRIVAL')], atom('US-ASCII'), ...criteria.map(atom)];
+  const order = newest ? [atom('REVERSE'), atom('ARRIVAL')] : [atom('ARRIVAL')];
+  const keys = [order, atom('US-ASCII'), ...criteria.map(atom)];
   let uids: number[] = [];
 
   // Dovecot answers PARTIAL under ESORT with CONTEXT=SEARCH, without naming CONTEXT=SORT.

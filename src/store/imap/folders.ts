@@ -5,7 +5,7 @@
 import type { ImapFlow } from 'imapflow';
 import {
   deleteMessages,
-  earliestUids,
+  uidsByArrival,
   formatSearchDate,
   formatUidSet,
   internalDateMs,
@@ -48,7 +48,8 @@ export async function listOldest(
 
   // With a limit, only the UIDs of the oldest: SORT ARRIVAL is INTERNALDATE order.
   let uids: number[];
-  const sorted = limit === undefined ? undefined : await earliestUids(client, ['UNDELETED'], limit);
+  const sorted =
+    limit === undefined ? undefined : await uidsByArrival(client, ['UNDELETED'], limit);
   if (sorted !== undefined) {
     uids = sorted;
   } else if (limit === undefined) {

@@ -60,12 +60,13 @@ import type {
   SubscribeOptions,
   SubscribeResult,
 } from '../store.js';
-import { STATE_FOLDERS, groupExists } from '../store.js';
+import { CONSUMERS_SEEN_MS, STATE_FOLDERS, groupExists } from '../store.js';
 import { PUBLISH_SETTLE_MS, copyTopicIntoGroup, dropLateDuplicates } from './backfill.js';
 import { resolveSearch, searchStates } from '../search.js';
 import { searchMailboxes } from './search.js';
 import type { SearchedMailbox } from './search.js';
 import { ImapClaimer } from './claimer.js';
+import { newestHeartbeats, readHeartbeats } from './lease.js';
 import { isMissingMailbox, listMailboxes } from './commands.js';
 import { ImapConnection, REQUIRED_CAPABILITIES } from './connection.js';
 import { listOldest, purgeBefore, removeUids } from './folders.js';
@@ -161,7 +162,12 @@ export class ImapStore implements Store {
     // copied, and publishes under way are given time to finish before duplicates are dropped.
     const started = Date.now();
     const [groupMailbox, ...below] = this.groupMailboxes(topic, group);
-    const mailboxes = { topic: this.layout.topic(topic), group: groupMailbox as string, from };
+    const mailboxes = {
+      topic: this.layout.topic(topic),
+      group: groupMailbox as string,
+      from,
+      onProgress: options.onProgress,
+    };
     const copied = await this.connection.run(
       { command: 'UID COPY', mailbox: mailboxes.topic },
       async (client) => {
@@ -377,6 +383,7 @@ export class ImapStore implements Store {
           handled: 0,
           dead: 0,
           quarantined: 0,
+          consumers: 0,
         };
         groups.set(key, stats);
       }
@@ -402,6 +409,25 @@ export class ImapStore implements Store {
       } else {
         stats.dead += count;
       }
+    }
+
+    // Consumers seen recently: the newest heartbeat of each in the group's Consumers mailbox,
+    // read only for groups whose Consumers mailbox holds any (one SELECT and FETCH each).
+    const counted = new Map(listed.map((mailbox) => [mailbox.path, mailbox.status?.messages]));
+    const seenSince = Date.now() - CONSUMERS_SEEN_MS;
+    for (const stats of groups.values()) {
+      const mailbox = this.layout.consumers(stats.topic, stats.group);
+      if ((counted.get(mailbox) ?? 0) === 0) {
+        continue;
+      }
+      const heartbeats = await this.connection.run(
+        { command: 'FETCH', mailbox },
+        (client) => readHeartbeats(client, mailbox),
+        null,
+      );
+      stats.consumers = [...newestHeartbeats(heartbeats).values()].filter(
+        (heartbeat) => heartbeat.atMs >= seenSince,
+      ).length;
     }
     return [...groups.values()].sort(
       (a, b) => a.topic.localeCompare(b.topic) || a.group.localeCompare(b.group),

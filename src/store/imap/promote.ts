@@ -40,7 +40,7 @@ import { arbitrateClaim, takeExclusively } from './claim.js';
 import {
   creatingMailbox,
   deleteMessages,
-  earliestUids,
+  uidsByArrival,
   fetchSources,
   formatUidSet,
   mailboxStatus,
@@ -249,7 +249,7 @@ export class ScheduledPromoter {
       return [];
     }
     const criteria = ['UNKEYWORD', PROMOTE_KEYWORD, 'UNDELETED'];
-    const sorted = await earliestUids(client, criteria, PROMOTE_BATCH_MAX_MESSAGES);
+    const sorted = await uidsByArrival(client, criteria, PROMOTE_BATCH_MAX_MESSAGES);
     if (sorted !== undefined && sorted.length === 0) {
       return [];
     }

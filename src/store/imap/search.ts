@@ -9,10 +9,10 @@
 import type { ImapFlow, SearchObject } from 'imapflow';
 import { ORIGINAL_ID_HEADER } from '../../consumer/dead-letter.js';
 import { HEADER } from '../../message/headers.js';
-import { inTimeRange, matchesText } from '../search.js';
+import { inTimeRange, matchesText, readsText } from '../search.js';
 import type { ResolvedPage } from '../search.js';
 import type { MessageState, SearchHit, SearchPage, SearchQuery } from '../store.js';
-import { formatUidSet, internalDateMs, selectIfExists } from './commands.js';
+import { uidsByArrival, formatUidSet, internalDateMs, selectIfExists } from './commands.js';
 
 /** A mailbox to search, and what a hit found there is. */
 export interface SearchedMailbox {
@@ -85,6 +85,9 @@ export async function searchMailboxes(
       continue;
     }
     let uids = (await client.search(criteria, { uid: true })) || [];
+    if (query.id !== undefined || query.key !== undefined) {
+      uids = await withExactFields(client, uids, query);
+    }
     if (query.text !== undefined) {
       uids = await withText(client, uids, query.text);
     }
@@ -102,7 +105,7 @@ export async function searchMailboxes(
     candidates = [];
     for (const { source, uids } of found) {
       await selectIfExists(client, source.mailbox);
-      for (const dated of await internalDates(client, uids)) {
+      for (const dated of await internalDates(client, await newestOf(client, uids, query, page))) {
         if (inTimeRange(query, dated.storedAtMs)) {
           candidates.push({ source, ...dated });
         }
@@ -113,7 +116,61 @@ export async function searchMailboxes(
 
   const chosen = candidates.slice(page.offset, page.offset + page.limit);
   const hits = await fetchHits(client, chosen);
-  return { total: candidates.length, hits };
+  // Counted from the UIDs: newestOf() leaves only dates of the others unread.
+  const total = timed ? candidates.length : found.reduce((sum, { uids }) => sum + uids.length, 0);
+  return { total, hits };
+}
+
+/**
+ * The UIDs of the selected mailbox whose dates the page needs. A page of a listing (no time
+ * range, nothing to match in the texts) can only hold each mailbox's newest offset + limit, and
+ * the server hands those out sorted (SORT REVERSE ARRIVAL): the dates of the rest are never
+ * read. Otherwise, or when the server cannot sort, all of them.
+ */
+async function newestOf(
+  client: ImapFlow,
+  uids: number[],
+  query: SearchQuery,
+  page: ResolvedPage,
+): Promise<number[]> {
+  const needed = page.offset + page.limit;
+  const listing = query.since === undefined && query.before === undefined && !readsText(query);
+  if (!listing || uids.length <= needed) {
+    return uids;
+  }
+  return (await uidsByArrival(client, ['UNDELETED'], needed, true)) ?? uids;
+}
+
+/**
+ * Of these UIDs of the selected mailbox, those whose id and key are the query's exactly: SEARCH
+ * HEADER matches a substring, so `customer-4` finds `customer-42` too. Only those header
+ * fields are fetched.
+ */
+async function withExactFields(
+  client: ImapFlow,
+  uids: number[],
+  query: SearchQuery,
+): Promise<number[]> {
+  const fields = [
+    ...(query.id === undefined ? [] : ['Message-ID', ORIGINAL_ID_HEADER]),
+    ...(query.key === undefined ? [] : [HEADER.key]),
+  ];
+  const exact = { id: query.id, key: query.key };
+  const matching: number[] = [];
+  for (let start = 0; start < uids.length; start += DATE_BATCH_MAX_MESSAGES) {
+    const batch = uids.slice(start, start + DATE_BATCH_MAX_MESSAGES);
+    const fetched = await client.fetchAll(
+      formatUidSet(batch),
+      { uid: true, headers: fields },
+      { uid: true },
+    );
+    for (const message of fetched) {
+      if (message.headers && matchesText(exact, message.headers)) {
+        matching.push(message.uid);
+      }
+    }
+  }
+  return matching.sort((a, b) => a - b);
 }
 
 /** Of these UIDs of the selected mailbox, those whose body contains `text`. */

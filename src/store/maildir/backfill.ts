@@ -19,6 +19,7 @@
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import type { Layout } from '../layout.js';
+import type { BackfillProgress } from '../store.js';
 import { FLAG, nameTimeMs, parseName, placement } from './filenames.js';
 import { errnoOf, folderPath, fsyncPath, isTrashed, listDir, storageError } from './folders.js';
 
@@ -31,6 +32,13 @@ export const ABANDONED_TMP_MS = 60_000;
 /** How often the tmp/ of the topic is looked at while publishes finish. */
 const TMP_POLL_MS = 5;
 
+/**
+ * Most links made between two progress reports (and fewer, a hundredth of the inbox, for a
+ * small one). The loop gives the event loop a turn there too, so that a progress bar on a
+ * terminal is drawn while a big inbox is linked.
+ */
+const PROGRESS_EVERY_MAX = 500;
+
 export interface BackfillTarget {
   root: string;
   layout: Layout;
@@ -41,6 +49,7 @@ export interface BackfillTarget {
   /** Messages stored in the inbox at or after this time are given to the group. */
   from: Date;
   durable: boolean;
+  onProgress?: BackfillProgress;
 }
 
 /** Gives a just-created group the inbox messages stored since `from`; returns how many. */
@@ -52,9 +61,17 @@ export async function backfillGroup(target: BackfillTarget): Promise<number> {
   await publishesUnderWay(join(topicDir, 'tmp'));
 
   const held = inodesOfGroup(target);
+  const inbox = inboxSince(topicDir, target.from);
+  const report = target.onProgress ?? (() => undefined);
+  report(0, inbox.length);
+  const every = Math.max(1, Math.min(PROGRESS_EVERY_MAX, Math.ceil(inbox.length / 100)));
   let linked = 0;
   try {
-    for (const { path, name } of inboxSince(topicDir, target.from)) {
+    for (const [done, { path, name }] of inbox.entries()) {
+      if (done > 0 && done % every === 0) {
+        report(done, inbox.length);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
       const inode = inodeOf(path);
       if (inode === undefined || held.has(inode)) {
         continue; // purged by retention meanwhile, or delivered to the group by its publisher
@@ -67,6 +84,7 @@ export async function backfillGroup(target: BackfillTarget): Promise<number> {
   } catch (err) {
     throw storageError(`cannot backfill group ${group} of topic ${topic}`, err);
   }
+  report(inbox.length, inbox.length);
 
   if (target.durable && linked > 0) {
     await Promise.all([fsyncPath(join(groupDir, 'new')), fsyncPath(join(groupDir, 'cur'))]);

@@ -117,7 +117,7 @@ class TurnView {
 }
 
 /** The last heartbeat of the consumer whose in-progress folder this is (0 if unknown). */
-function heartbeatMs(dir: string): number {
+export function heartbeatMs(dir: string): number {
   try {
     return fs.statSync(join(dir, 'maildirfolder')).mtimeMs;
   } catch {

@@ -15,6 +15,7 @@ import type {
   ClaimerOptions,
   GroupStats,
   ListOptions,
+  MessageState,
   PageOptions,
   Place,
   SearchHit,
@@ -25,14 +26,24 @@ import type {
   SubscribeOptions,
   SubscribeResult,
 } from '../store.js';
-import { STATE_FOLDERS, groupExists } from '../store.js';
+import { CONSUMERS_SEEN_MS, STATE_FOLDERS, groupExists } from '../store.js';
 import { backfillGroup } from './backfill.js';
-import { inTimeRange, matchesText, readsText, resolveSearch, searchStates } from '../search.js';
+import {
+  MESSAGE_STATES,
+  inTimeRange,
+  messageIdsOf,
+  readsBody,
+  readsText,
+  resolveSearch,
+  searchStates,
+  textMatcher,
+} from '../search.js';
 import { forgetOldIds, recentIds, rememberIds } from './dedup.js';
-import { entries, listPlace, purgePlace, removeFromPlace } from './places.js';
-import { MaildirClaimer } from './claimer.js';
+import { listPlace, purgePlace, removeFromPlace, visitEntries } from './places.js';
+import { MaildirClaimer, heartbeatMs } from './claimer.js';
 import { keyDigest, orderingKeyOf } from '../../message/ordering.js';
-import { keyDigestOf, nameTimeMs, placement, uniqueBaseName } from './filenames.js';
+import { keyDigestOf, nameTimeMs, parseName, placement, uniqueBaseName } from './filenames.js';
+import { IdIndex, idIndexPath } from './id-index.js';
 import {
   countMessages,
   createFolder,
@@ -72,6 +83,8 @@ export class MaildirStore implements Store {
   private groupCacheScannedMs = -1;
   private closed = false;
   private rootMade = false;
+  // The id index of each group searched by id, kept between searches (id-index.ts).
+  private readonly idIndexes = new Map<string, IdIndex>();
 
   private constructor(config: MaildirConfig, options: MaildirStoreOptions) {
     this.root = config.path;
@@ -127,6 +140,7 @@ export class MaildirStore implements Store {
       group,
       from,
       durable: this.durable,
+      onProgress: options.onProgress,
     });
     const ms = Date.now() - started;
     this.logger.info({ event: 'group.subscribed', topic, group, from, backfilled, ms });
@@ -269,13 +283,17 @@ export class MaildirStore implements Store {
   async stats(topic?: string): Promise<GroupStats[]> {
     const topics = topic === undefined ? await this.listTopics() : [this.layout.topic(topic)];
     const folders = this.folders();
+    const seenSince = Date.now() - CONSUMERS_SEEN_MS;
     const result: GroupStats[] = [];
     for (const name of topics) {
       for (const group of this.listGroupsNow(name)) {
         const inProgress = this.layout.inProgress(name, group);
-        const inFlight = folders
-          .filter((mailbox) => mailbox.startsWith(inProgress + DELIMITER))
-          .reduce((sum, mailbox) => sum + countMessages(this.root, mailbox), 0);
+        const held = folders.filter((mailbox) => mailbox.startsWith(inProgress + DELIMITER));
+        const inFlight = held.reduce((sum, mailbox) => sum + countMessages(this.root, mailbox), 0);
+        // Each consumer has its in-progress folder, whose maildirfolder mtime is its heartbeat.
+        const consumers = held.filter(
+          (mailbox) => heartbeatMs(folderPath(this.root, mailbox)) >= seenSince,
+        ).length;
         result.push({
           topic: name,
           group,
@@ -285,6 +303,7 @@ export class MaildirStore implements Store {
           handled: countMessages(this.root, this.layout.archive(name, group)),
           dead: countMessages(this.root, this.layout.junk(name, group)),
           quarantined: countMessages(this.root, this.layout.quarantine(name, group)),
+          consumers,
         });
       }
     }
@@ -331,15 +350,20 @@ export class MaildirStore implements Store {
   }
 
   /**
-   * A scan: the file names give each message's time, so a query of places and times reads only
-   * the page; a query of ids, keys, headers or text reads every file in its places.
+   * A scan: the file names give each message's time (and the digest of its key), so a query of
+   * places and times reads only the page, and a key search reads only the files of that key
+   * (and of none, which mail from outside carries). An id search asks the group's id index
+   * (id-index.ts) first. A query of ids, keys or headers reads each file's head alone, and turns
+   * most files down by a byte search before parsing anything.
    */
   async search(query: SearchQuery, page?: PageOptions): Promise<SearchPage> {
     const { offset, limit } = resolveSearch(query, page);
     const topics = query.topic === undefined ? await this.listTopics() : [query.topic];
     const folders = this.folders();
+    const digest = query.key === undefined ? undefined : keyDigest(query.key);
 
-    const candidates: Array<{ path: string; hit: Omit<SearchHit, 'raw'> }> = [];
+    // Names only: a path, a Date and a hit are made for the few that are read or returned.
+    const candidates: Candidate[] = [];
     for (const topic of topics) {
       const groups = this.listGroupsNow(topic).filter(
         (group) => query.group === undefined || group === query.group,
@@ -347,37 +371,97 @@ export class MaildirStore implements Store {
       for (const group of groups) {
         for (const state of searchStates(query)) {
           const place = { topic, group, folder: STATE_FOLDERS[state] };
-          for (const entry of entries(this.root, this.layout, folders, place)) {
-            const storedAt = new Date(nameTimeMs(entry.name));
-            if (inTimeRange(query, storedAt.getTime())) {
-              const { ref, path } = entry;
-              candidates.push({
-                path,
-                hit: { topic, group, state, ref, location: path, storedAt },
-              });
+          visitEntries(this.root, this.layout, folders, place, (dir, name, refPrefix) => {
+            const named = digest === undefined ? undefined : keyDigestOf(name);
+            if (named !== undefined && named !== digest) {
+              return; // another key's message
             }
-          }
+            const storedAtMs = nameTimeMs(name);
+            if (inTimeRange(query, storedAtMs)) {
+              candidates.push({ topic, group, state, dir, name, refPrefix, storedAtMs });
+            }
+          });
         }
       }
     }
-    candidates.sort((a, b) => b.hit.storedAt.getTime() - a.hit.storedAt.getTime());
+    candidates.sort((a, b) => b.storedAtMs - a.storedAtMs);
+
+    const matches = readsText(query) ? textMatcher(query) : undefined;
+    const reader = new HeadReader(readsBody(query));
+    const indexes = new Map<string, { index: IdIndex; present: Set<string> }>();
+    const indexOf = (topic: string, group: string) => {
+      const mailbox = this.layout.group(topic, group);
+      let used = indexes.get(mailbox);
+      if (used === undefined) {
+        let index = this.idIndexes.get(mailbox);
+        if (index === undefined) {
+          index = new IdIndex(idIndexPath(this.root, mailbox));
+          this.idIndexes.set(mailbox, index);
+        }
+        index.refresh();
+        used = { index, present: new Set() };
+        indexes.set(mailbox, used);
+      }
+      return used;
+    };
 
     const hits: SearchHit[] = [];
     let total = 0;
     for (const candidate of candidates) {
       const wanted = total >= offset && hits.length < limit;
-      if (!wanted && !readsText(query)) {
-        total += 1;
-        continue;
+      let text: Buffer | undefined;
+      if (query.id !== undefined) {
+        // The index tells most files' ids without opening them.
+        const { index, present } = indexOf(candidate.topic, candidate.group);
+        const { base } = parseName(candidate.name);
+        present.add(base);
+        const known = index.get(base);
+        if (known !== undefined && !known.includes(query.id)) {
+          continue;
+        }
+        if (known === undefined) {
+          text = reader.read(join(candidate.dir, candidate.name));
+          if (text === undefined) {
+            continue;
+          }
+          index.add(base, messageIdsOf(text));
+        }
       }
-      const raw = readIfPresent(candidate.path);
-      if (raw === undefined || (readsText(query) && !matchesText(query, raw))) {
-        continue;
+      if (matches !== undefined) {
+        text ??= reader.read(join(candidate.dir, candidate.name));
+        if (text === undefined || !matches(text)) {
+          continue;
+        }
       }
       if (wanted) {
-        hits.push({ ...candidate.hit, raw });
+        const { topic, group, state, dir, name, refPrefix, storedAtMs } = candidate;
+        const path = join(dir, name);
+        const raw = readIfPresent(path);
+        if (raw === undefined) {
+          continue;
+        }
+        const ref = refPrefix + name;
+        hits.push({
+          topic,
+          group,
+          state,
+          ref,
+          location: path,
+          storedAt: new Date(storedAtMs),
+          raw,
+        });
       }
       total += 1;
+    }
+
+    // Only a look at every file of a group (every state, any time, any key) knows which of the
+    // files the index names are gone.
+    const whole =
+      searchStates(query).length === MESSAGE_STATES.length &&
+      !timed(query) &&
+      query.key === undefined;
+    for (const { index, present } of indexes.values()) {
+      index.flush(whole ? present : undefined);
     }
     return { total, hits };
   }
@@ -456,6 +540,66 @@ export class MaildirStore implements Store {
       list.sort();
     }
     return groups;
+  }
+}
+
+/** A message file a search may return, by name until it is read or returned. */
+interface Candidate {
+  topic: string;
+  group: string;
+  state: MessageState;
+  /** The folder's new/ or cur/. */
+  dir: string;
+  name: string;
+  refPrefix: string;
+  storedAtMs: number;
+}
+
+function timed(query: SearchQuery): boolean {
+  return query.since !== undefined || query.before !== undefined;
+}
+
+/** Bytes a search reads of a file at first: the whole of a usual message. */
+const HEAD_BYTES = 16_384;
+
+/**
+ * Reads message files for a scan into one buffer it reuses: a file that fits is read with one
+ * read(2), and only the header block is kept when the query needs no body. What it returns is
+ * valid until its next read.
+ */
+class HeadReader {
+  private readonly buffer = Buffer.allocUnsafe(HEAD_BYTES);
+
+  constructor(private readonly wholeText: boolean) {}
+
+  read(path: string): Buffer | undefined {
+    let fd: number;
+    try {
+      fd = fs.openSync(path, 'r');
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') {
+        return undefined; // claimed or removed meanwhile
+      }
+      throw storageError(`cannot read ${path}`, err);
+    }
+    try {
+      const length = fs.readSync(fd, this.buffer, 0, HEAD_BYTES, 0);
+      const head = this.buffer.subarray(0, length);
+      if (length < HEAD_BYTES) {
+        return head;
+      }
+      if (!this.wholeText) {
+        const end = headerEnd(head);
+        if (end < head.length) {
+          return head.subarray(0, end);
+        }
+      }
+    } catch (err) {
+      throw storageError(`cannot read ${path}`, err);
+    } finally {
+      fs.closeSync(fd);
+    }
+    return readIfPresent(path); // a big message, or a header longer than the buffer
   }
 }
 
