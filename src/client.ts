@@ -228,6 +228,22 @@ function nonNegative(name: string, value: number | undefined, fallback: number):
   return resolved;
 }
 
+/**
+ * How long dead letters are kept: more than zero. A dead letter is there for a person to read
+ * and replay; deleting them at once would drop failed messages without a trace.
+ */
+function deadRetention(value: number | undefined): number {
+  const resolved = nonNegative('deadRetentionMs', value, DEFAULT_DEAD_RETENTION_MS);
+  if (resolved === 0) {
+    throw new MailbusError(
+      ERROR_CODES.INVALID_OPTION,
+      'deadRetentionMs (--dead-retention) must be more than 0: dead letters are kept for ' +
+        'someone to read; remove them with dlq purge',
+    );
+  }
+  return resolved;
+}
+
 /** A duration of more than zero milliseconds, finite. */
 function positiveMs(name: string, value: number | undefined, fallback: number): number {
   const resolved = nonNegative(name, value, fallback);
@@ -451,11 +467,7 @@ export class Mailbus extends EventEmitter<MailbusEvents> {
         options.archiveRetentionMs,
         DEFAULT_ARCHIVE_RETENTION_MS,
       ),
-      deadRetentionMs: nonNegative(
-        'deadRetentionMs',
-        options.deadRetentionMs,
-        DEFAULT_DEAD_RETENTION_MS,
-      ),
+      deadRetentionMs: deadRetention(options.deadRetentionMs),
       topicRetentionMs: nonNegative(
         'topicRetentionMs',
         options.topicRetentionMs,

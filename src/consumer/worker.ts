@@ -141,6 +141,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private stopReason: StopReason | undefined;
   private started = 0;
   private lastArrival = Date.now();
+  // Whether a stop for being idle already looked for dead consumers' claims since the last
+  // message arrived: a drain (`--wait`) ends only after one such look.
+  private recoveredSinceArrival = false;
   private readonly summary: WorkerSummary = {
     handled: 0,
     failed: 0,
@@ -212,6 +215,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           retryMs = CLAIM_RETRY_MIN_MS;
           if (claims.length > 0) {
             this.lastArrival = Date.now();
+            this.recoveredSinceArrival = false;
             this.buffer.push(...claims);
           }
         } catch (err) {
@@ -260,6 +264,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
     let waitMs = POLL_INTERVAL_MS;
     if (idleTimeoutMs !== undefined && this.active.size === 0) {
       const left = this.lastArrival + idleTimeoutMs - Date.now();
+      if (left <= 0 && !this.recoveredSinceArrival) {
+        // Recovery runs every half lease, which a short idle timeout would never reach: the
+        // claims of consumers that died are looked for once more before stopping.
+        this.recoveredSinceArrival = true;
+        const recovered = this.summary.recovered;
+        await this.recover(claimer).catch((err) => this.warn(err, 'recover'));
+        if (this.summary.recovered > recovered) {
+          this.lastArrival = Date.now();
+        }
+        return;
+      }
       if (left <= 0) {
         this.stop('idle');
         return;

@@ -174,6 +174,7 @@ describe('the command line on a Maildir', () => {
     ],
     [['stats', '--url', 'imap://bus:hunter2@127.0.0.1:1'], /cannot reach|ECONNREFUSED|connect/i],
     [['stats', '--url', 'ftp://x'], /unsupported store URL scheme/],
+    [['consume', 'orders', '--dead-retention', '0'], /--dead-retention\) must be more than 0/],
     [['dashboard', '--port', '99999'], /--port must be a port number from 0 to 65535, not "99999"/],
     [['consume', 'orders', '--metrics-port', '-1'], /--metrics-port must be a port number/],
   ])('fails with one clear line for %j', async (args, expected) => {

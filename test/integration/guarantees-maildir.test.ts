@@ -59,6 +59,37 @@ describe('guarantees on a Maildir', () => {
     expect(await groupStats(topic)).toMatchObject({ waiting: 0, inFlight: 0, handled: 1 });
   });
 
+  it("rescues a dead worker's message before stopping for --wait, shorter than half a lease", async () => {
+    bus = await connect({ url });
+    const topic = uniqueTopic('drain');
+    const id = await bus.publish(topic, { order: 1 });
+    const marker = join(root, `${topic}.started`);
+    const victim = spawn(
+      process.execPath,
+      [CLI, 'consume', topic, '--lease', '2s', '--exec', `touch '${marker}'; sleep 60`],
+      { env: { ...process.env, MAILBUS_URL: url }, stdio: 'ignore' },
+    );
+    while (!existsSync(marker)) {
+      await sleep(20);
+    }
+    victim.kill('SIGKILL');
+    await sleep(2_500); // its heartbeat is now older than its lease
+
+    // Recovery every half lease (1.5 s) would come after the 1 s of --wait.
+    const drain = await runCli(
+      ['consume', topic, '--lease', '3s', '--backoff', '100ms', '--wait', '1s'],
+      { env: { MAILBUS_URL: url } },
+    );
+    expect(drain.code).toBe(0);
+    const handled = drain.stdout
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line));
+    expect(handled.map((message) => [message.id, message.attempt])).toEqual([[id, 2]]);
+    expect(await groupStats(topic)).toMatchObject({ waiting: 0, inFlight: 0, handled: 1 });
+  });
+
   it('keeps a long handler its lease: no second worker starts it', async () => {
     bus = await connect({ url });
     const topic = uniqueTopic('long');

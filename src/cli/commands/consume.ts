@@ -198,7 +198,7 @@ export function registerConsume(program: Command): void {
     )
     .option(
       '--dead-retention <duration>',
-      'keep dead letters this long, or forever (30d)',
+      'keep dead letters this long (more than 0), or forever (30d)',
       parseRetention('--dead-retention'),
     )
     .option('--verify', 'handle only signed messages; quarantine the rest (MAILBUS_VERIFY_KEYS)')
