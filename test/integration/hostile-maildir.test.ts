@@ -4,7 +4,7 @@
 // quarantined with its reason.
 
 import { execFileSync } from 'node:child_process';
-import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { connect } from '../../src/client.js';
@@ -44,6 +44,8 @@ describe('hostile mail in a Maildir', () => {
       writeFileSync(secret, 'Subject: stolen\r\n\r\nroot:x:0:0\r\n');
       symlinkSync(secret, join(fresh, '3000.link.x'));
       execFileSync('mkfifo', [join(fresh, '3001.fifo.x')]);
+      // A directory is no message: left where it is, neither counted nor claimed.
+      mkdirSync(join(fresh, '3002.dir.x'));
 
       await bus.publish(topic, { fine: true });
 
@@ -70,7 +72,13 @@ describe('hostile mail in a Maildir', () => {
       const expected = CORPUS.map(([, , reason]) => reason).sort();
       expect(reasons).toHaveLength(expected.length);
       reasons.forEach((reason, i) => expect(reason.startsWith(expected[i] as string)).toBe(true));
-      expect((await bus.stats(topic))[0]).toMatchObject({ waiting: 0, quarantined: CORPUS.length });
+      expect((await bus.stats(topic))[0]).toMatchObject({
+        waiting: 0,
+        inFlight: 0,
+        quarantined: CORPUS.length,
+      });
+      expect(existsSync(join(fresh, '3002.dir.x'))).toBe(true);
+      expect(await bus.store.list({ topic, group: 'default', folder: 'waiting' })).toEqual([]);
 
       // The oversized message was copied to the quarantine from disk, not loaded: still whole.
       const kept = await bus.store.list({ topic, group: 'default', folder: 'quarantine' });

@@ -120,8 +120,27 @@ export async function writeTmp(
   return path;
 }
 
-/** Lists a Maildir subdirectory; a missing one is empty. */
+/**
+ * The names in a message folder (new/, cur/, tmp/) or a bookkeeping directory, but for
+ * directories: a directory planted among the messages is not a message, and is left alone by
+ * claims, counts and listings. None when the directory does not exist.
+ */
 export function listDir(path: string): string[] {
+  try {
+    return fs
+      .readdirSync(path, { withFileTypes: true })
+      .filter((entry) => !entry.isDirectory())
+      .map((entry) => entry.name);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') {
+      return [];
+    }
+    throw storageError(`cannot list ${path}`, err);
+  }
+}
+
+/** Every name in a directory, directories included (the folders of the Maildir++ root). */
+export function listEntries(path: string): string[] {
   try {
     return fs.readdirSync(path);
   } catch (err) {

@@ -52,7 +52,7 @@ import {
   ensureRoot,
   folderPath,
   fsyncPath,
-  listDir,
+  listEntries,
   storageError,
   writeTmp,
 } from './folders.js';
@@ -499,7 +499,7 @@ export class MaildirStore implements Store {
 
   /** Every folder of the Maildir++, by mailbox name. */
   folders(): string[] {
-    return listDir(this.root)
+    return listEntries(this.root)
       .filter((entry) => entry.startsWith('.') && entry !== '.' && entry !== '..')
       .map((entry) => entry.slice(1));
   }
