@@ -1,6 +1,7 @@
 // Turns command-line flags and MAILBUS_* environment variables into library options. A flag
 // wins over the environment, the environment over the default.
 
+import { parseIsoTime } from '../time.js';
 import type { Command } from 'commander';
 import type { ConnectOptions, StartPoint } from '../client.js';
 import { ERROR_CODES, MailbusError } from '../errors.js';
@@ -138,7 +139,7 @@ export function parseRetention(name: string): (value: string) => number {
 /** Reads a point in time as ISO 8601 (2026-12-24T18:00:00Z). */
 export function parseTime(name: string): (value: string) => Date {
   return (value: string) => {
-    const time = isoTime(value.trim());
+    const time = parseIsoTime(value.trim());
     if (time === undefined) {
       throw invalid(
         `${name} must be an ISO 8601 time such as 2026-12-24T18:00:00Z, not "${value}"`,
@@ -155,7 +156,7 @@ export function parseStart(name: string): (value: string) => StartPoint {
     if (word === 'now' || word === 'earliest') {
       return word;
     }
-    const time = isoTime(word);
+    const time = parseIsoTime(word);
     if (time === undefined) {
       throw invalid(
         `${name} must be now, earliest or an ISO 8601 time such as 2026-12-24T18:00:00Z, ` +
@@ -164,25 +165,6 @@ export function parseStart(name: string): (value: string) => StartPoint {
     }
     return time;
   };
-}
-
-/**
- * An ISO 8601 date or date and time, or undefined. A day the month does not have is refused:
- * JavaScript's Date would roll 2026-02-30 over into 2 March without a word.
- */
-function isoTime(text: string): Date | undefined {
-  const date = /^(\d{4})-(\d{2})-(\d{2})(?:$|T)/.exec(text);
-  const time = new Date(text);
-  if (!date || Number.isNaN(time.getTime())) {
-    return undefined;
-  }
-  const [year, month, day] = date.slice(1).map(Number) as [number, number, number];
-  const calendar = new Date(Date.UTC(year, month - 1, day));
-  const exists =
-    calendar.getUTCFullYear() === year &&
-    calendar.getUTCMonth() === month - 1 &&
-    calendar.getUTCDate() === day;
-  return exists ? time : undefined;
 }
 
 /** Collects repeated `--header K=V` flags. */

@@ -2,6 +2,7 @@
 // throughput samples (server-sent events), /metrics, and the actions. Every action is a POST
 // behind the action guard (access.ts) and is logged with who did it.
 
+import { parseIsoTime } from '../time.js';
 import { readFileSync } from 'node:fs';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { Hono } from 'hono';
@@ -203,6 +204,12 @@ export function dashboardApp(context: DashboardContext): Hono {
   actions.post('/replay', async (c) => {
     const body = bodyOf(REPLAY_BODY, await c.req.json());
     const { topic, group } = place(body);
+    if (body.all !== true && (body.ids ?? []).length === 0) {
+      throw new MailbusError(
+        ERROR_CODES.INVALID_OPTION,
+        'bad request: name the dead letters to replay in ids, or set all to true',
+      );
+    }
     const ids = body.all === true ? 'all' : (body.ids ?? []);
     const count = await new DeadLetters(bus.store, topic, group).replay(ids);
     await record(c, 'replay', topic, group, count);
@@ -224,6 +231,13 @@ export function dashboardApp(context: DashboardContext): Hono {
   actions.post('/pause', async (c) => {
     const body = bodyOf(PAUSE_BODY, await c.req.json());
     const { topic, group } = place(body);
+    // A pause of a group nobody subscribed yet would wait, unseen, for the group to be made.
+    if (!(await bus.store.listGroups(topic)).includes(group)) {
+      throw new MailbusError(
+        ERROR_CODES.INVALID_OPTION,
+        `topic "${topic}" has no group "${group}" to pause or resume`,
+      );
+    }
     await bus.store.setPaused(topic, group, body.paused);
     await record(c, body.paused ? 'pause' : 'resume', topic, group);
     return c.json({ paused: body.paused });
@@ -294,7 +308,14 @@ function searchQuery(c: Context): SearchQuery {
   };
   const time = (name: string): Date | undefined => {
     const value = text(name);
-    return value === undefined ? undefined : new Date(value);
+    const parsed = value === undefined ? undefined : parseIsoTime(value);
+    if (value !== undefined && parsed === undefined) {
+      throw new MailbusError(
+        ERROR_CODES.INVALID_OPTION,
+        `${name} must be an ISO 8601 date or time such as 2026-12-24T18:00:00Z, not "${value}"`,
+      );
+    }
+    return parsed;
   };
   const header = text('header');
   const colon = header?.indexOf(':') ?? -1;

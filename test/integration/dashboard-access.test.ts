@@ -122,11 +122,26 @@ describe('dashboard access', () => {
       ['replay', '{"topic":"orders","group":"default","ids":"abc"}', /bad request: ids: /],
       ['pause', '{"topic":1,"group":2,"paused":true}', /bad request: topic: .*group: /],
       ['pause', '{not json', /not valid JSON/],
+      ['replay', '{"topic":"orders","group":"default"}', /name the dead letters to replay/],
+      [
+        'pause',
+        '{"topic":"nosuch","group":"ghost","paused":true}',
+        /topic "nosuch" has no group "ghost"/,
+      ],
     ];
     for (const [path, body, error] of cases) {
       const answer = await action(path, body);
       expect([path, body, answer.status]).toEqual([path, body, 400]);
       expect(JSON.parse(answer.body).error).toMatch(error);
     }
+
+    // A search time the calendar does not have is refused, not rolled into the next month.
+    const search = await send(port, {
+      method: 'GET',
+      path: '/api/search?since=2026-02-30',
+      headers: { Host: `127.0.0.1:${port}` },
+    });
+    expect(search.status).toBe(400);
+    expect(JSON.parse(search.body).error).toMatch(/since must be an ISO 8601 date .*"2026-02-30"/);
   });
 });
