@@ -438,7 +438,13 @@ export class Mailbus extends EventEmitter<MailbusEvents> {
       .then(() =>
         this.store.claimer(topic, group, { consumer, maxMessageBytes: this.maxMessageBytes }),
       )
-      .then((claimer) => pausable(claimer, () => this.store.isPaused(topic, group)));
+      .then((claimer) =>
+        pausable(
+          claimer,
+          () => this.store.isPaused(topic, group),
+          (paused) => worker.pausedChanged(paused),
+        ),
+      );
     const worker = new Worker(this.store, claimer, this.timed(topic, group, handler), {
       topic,
       group,

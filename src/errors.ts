@@ -22,6 +22,8 @@ export const ERROR_CODES = {
   LEASE_LOST: 'ELEASELOST',
   /** The client or worker was closed while the call was running. */
   CLOSED: 'ECLOSED',
+  /** A warning, not a failure: the group is paused, so its consumers claim nothing. */
+  PAUSED: 'EPAUSED',
 } as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[keyof typeof ERROR_CODES];

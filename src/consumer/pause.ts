@@ -11,14 +11,23 @@ import type { Claim, Claimer } from '../store/store.js';
 /** How often a consumer reads the mark: a pause takes effect within about this long. */
 export const PAUSE_CHECK_MS = 1000;
 
-export function pausable(claimer: Claimer, isPaused: () => Promise<boolean>): Claimer {
+export function pausable(
+  claimer: Claimer,
+  isPaused: () => Promise<boolean>,
+  onChange: (paused: boolean) => void = () => undefined,
+): Claimer {
   let paused = false;
   let checkedAt = Date.now();
   // A failed look at the mark (a connection down for a moment) keeps what was last read: the
   // pause must never stop a claimer that could work, nor add a failure of its own.
   const read = (): Promise<void> =>
     isPaused().then(
-      (value) => void (paused = value),
+      (value) => {
+        if (value !== paused) {
+          paused = value;
+          onChange(value);
+        }
+      },
       () => undefined,
     );
   const first = read();

@@ -522,6 +522,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.emit('settled', message, outcome);
   }
 
+  /** Says so when the group's pause mark appears or goes: a paused worker claims nothing. */
+  pausedChanged(paused: boolean): void {
+    const { topic, group } = this.options;
+    this.logger.info({ event: paused ? 'worker.paused' : 'worker.resumed', topic, group });
+    if (paused) {
+      const message =
+        `group "${group}" of topic "${topic}" is paused: nothing is claimed until it is ` +
+        'resumed (in the dashboard, or with resume() in the library)';
+      this.emit('warning', new MailbusError(ERROR_CODES.PAUSED, message));
+    }
+  }
+
   private warn(err: unknown, action: string): void {
     const error =
       err instanceof Error

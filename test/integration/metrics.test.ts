@@ -210,8 +210,15 @@ describe('pausing a group', () => {
     const worker = bus.consume(topic, (message) => void handled.push(message.payload), {
       maxMessages: 2,
     });
+    const warnings: string[] = [];
+    worker.on('warning', (err: Error) => warnings.push(err.message));
     await new Promise((resolve) => setTimeout(resolve, 2_500));
     expect(handled).toEqual([]);
+    // Said once, so that a consumer that claims nothing is not a mystery.
+    expect(warnings).toEqual([
+      `group "default" of topic "${topic}" is paused: nothing is claimed until it is resumed ` +
+        '(in the dashboard, or with resume() in the library)',
+    ]);
     expect((await bus.stats(topic))[0]).toMatchObject({ waiting: 2, inFlight: 0 });
 
     await bus.resume(topic, 'default');
