@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { CandidateQueue } from '../../src/store/maildir/candidates.js';
+import { CandidateQueue, bestOf } from '../../src/store/maildir/candidates.js';
+import type { Candidate } from '../../src/store/maildir/candidates.js';
 
 describe('the Maildir claimer candidate queue', () => {
   it('hands out flagged names first, then oldest first, each once', () => {
@@ -33,5 +34,39 @@ describe('the Maildir claimer candidate queue', () => {
       taken.push(c.name);
     }
     expect(taken).toEqual([...new Set(names)].sort());
+  });
+
+  it('leaves a name out when its window is full, and says so', () => {
+    const queue = new CandidateQueue(2);
+    expect(queue.add({ dir: 'new', name: '1700000001.a', flagged: false })).toBe(true);
+    expect(queue.add({ dir: 'new', name: '1700000002.b', flagged: false })).toBe(true);
+    expect(queue.add({ dir: 'new', name: '1700000003.c', flagged: false })).toBe(false);
+    expect(queue.add({ dir: 'new', name: '1700000001.a', flagged: false })).toBe(true);
+    expect(queue.size).toBe(2);
+  });
+
+  it('keeps the best few of many, flagged first then oldest, holding no more than that', () => {
+    const names = Array.from({ length: 5000 }, (_, i) => String(1e9 + ((i * 7919) % 5000)));
+    const stream = names.map((name, i): Candidate => ({
+      dir: 'new',
+      name,
+      flagged: i % 1000 === 7,
+    }));
+    const kept = bestOf(stream, 10);
+
+    const queue = new CandidateQueue();
+    kept.forEach((candidate) => queue.add(candidate));
+    const order: string[] = [];
+    for (let c = queue.take(); c !== undefined; c = queue.take()) {
+      order.push(c.name);
+    }
+    const expected = [...stream]
+      .sort((a, b) => Number(b.flagged) - Number(a.flagged) || (a.name < b.name ? -1 : 1))
+      .slice(0, 10)
+      .map((candidate) => candidate.name);
+    expect(order).toEqual(expected);
+    expect(order.slice(0, 5).every((name) => stream.find((c) => c.name === name)?.flagged)).toBe(
+      true,
+    );
   });
 });

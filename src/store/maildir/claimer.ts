@@ -22,7 +22,8 @@ import { quarantineHead, quarantinedCopy } from '../../security/quarantine.js';
 import type { QuarantineVerdict } from '../../security/quarantine.js';
 import type { Layout } from '../layout.js';
 import type { Claim, Claimer, ReleaseOptions } from '../store.js';
-import { CandidateQueue } from './candidates.js';
+import { CANDIDATE_WINDOW, CandidateQueue, bestOf } from './candidates.js';
+import type { Candidate } from './candidates.js';
 import {
   FLAG,
   compareDeliveryOrder,
@@ -41,6 +42,7 @@ import {
   fsyncPath,
   listDir,
   storageError,
+  streamDir,
   writeTmp,
 } from './folders.js';
 import { KeyTurns } from './turns.js';
@@ -434,7 +436,12 @@ export class MaildirClaimer implements Claimer {
     }
     if (name && !name.startsWith('.')) {
       const { flags } = parseName(name);
-      this.candidates.add({ dir, name, flagged: flags.includes(FLAG.flagged) });
+      const flagged = flags.includes(FLAG.flagged);
+      // A name the full window leaves out is found by the scan once the window is used up;
+      // a flagged one must not wait behind it.
+      if (!this.candidates.add({ dir, name, flagged }) && flagged) {
+        this.changed = true;
+      }
     } else {
       this.changed = true;
     }
@@ -560,16 +567,24 @@ export class MaildirClaimer implements Claimer {
     this.nextScheduleCheckMs = Math.max(nextDue, now + SCHEDULE_CHECK_MS);
   }
 
+  /** Fills the window with the best waiting messages of the group, streaming its folders. */
   private scan(): void {
     this.changed = false;
     this.waitingKeys.clear();
+    this.candidates.clear();
+    for (const candidate of bestOf(this.waitingFiles(), CANDIDATE_WINDOW)) {
+      this.candidates.add(candidate);
+    }
+  }
+
+  /** The group's files in new/ and cur/, one at a time: never the whole listing at once. */
+  private *waitingFiles(): Generator<Candidate> {
     for (const dir of ['new', 'cur'] as const) {
-      for (const name of listDir(join(this.groupDir, dir))) {
-        if (name.startsWith('.')) {
-          continue;
+      for (const name of streamDir(join(this.groupDir, dir))) {
+        if (!name.startsWith('.')) {
+          const { flags } = parseName(name);
+          yield { dir, name, flagged: flags.includes(FLAG.flagged) };
         }
-        const { flags } = parseName(name);
-        this.candidates.add({ dir, name, flagged: flags.includes(FLAG.flagged) });
       }
     }
   }

@@ -139,6 +139,35 @@ export function listDir(path: string): string[] {
   }
 }
 
+/**
+ * The names listDir() gives, read a batch at a time (opendir): for folders that may hold a
+ * deep backlog, so that no array of every name is ever built.
+ */
+export function* streamDir(path: string): Generator<string> {
+  let dir: fs.Dir;
+  try {
+    dir = fs.opendirSync(path);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') {
+      return;
+    }
+    throw storageError(`cannot list ${path}`, err);
+  }
+  try {
+    for (let entry = dir.readSync(); entry !== null; entry = dir.readSync()) {
+      if (!entry.isDirectory()) {
+        yield entry.name;
+      }
+    }
+  } catch (err) {
+    if (errnoOf(err) !== 'ENOENT') {
+      throw storageError(`cannot list ${path}`, err);
+    }
+  } finally {
+    dir.closeSync();
+  }
+}
+
 /** Every name in a directory, directories included (the folders of the Maildir++ root). */
 export function listEntries(path: string): string[] {
   try {

@@ -8,7 +8,7 @@ import { ERROR_CODES, MailbusError } from '../../errors.js';
 import type { Layout } from '../layout.js';
 import type { ListOptions, Place, StoredMessage } from '../store.js';
 import { nameTimeMs } from './filenames.js';
-import { errnoOf, folderPath, isTrashed, listDir, storageError } from './folders.js';
+import { errnoOf, folderPath, isTrashed, listDir, storageError, streamDir } from './folders.js';
 
 export interface Entry {
   ref: string;
@@ -57,7 +57,7 @@ export function visitEntries(
     for (const sub of ['new', 'cur']) {
       const dir = join(folderPath(root, mailbox), sub);
       const refPrefix = many ? `.${mailbox}/${sub}/` : `${sub}/`;
-      for (const name of listDir(dir)) {
+      for (const name of streamDir(dir)) {
         if (!name.startsWith('.') && !isTrashed(name)) {
           visit(dir, name, refPrefix);
         }
@@ -159,17 +159,26 @@ export function purgePlace(
   place: Place,
   before: Date,
 ): number {
+  // Streamed, not listed and sorted: workers run this at start and every minute, and a topic's
+  // inbox may hold hundreds of thousands of copies.
   let removed = 0;
-  for (const entry of entries(root, layout, folders, place)) {
-    if (nameTimeMs(entry.name) >= before.getTime()) {
-      break; // sorted by time: everything after is younger
-    }
-    try {
-      fs.unlinkSync(entry.path);
-      removed += 1;
-    } catch (err) {
-      if (errnoOf(err) !== 'ENOENT') {
-        throw storageError(`cannot remove ${entry.path}`, err);
+  const cutoff = before.getTime();
+  for (const mailbox of placeFolders(layout, folders, place)) {
+    for (const sub of ['new', 'cur']) {
+      const dir = join(folderPath(root, mailbox), sub);
+      for (const name of streamDir(dir)) {
+        if (name.startsWith('.') || isTrashed(name) || nameTimeMs(name) >= cutoff) {
+          continue;
+        }
+        const path = join(dir, name);
+        try {
+          fs.unlinkSync(path);
+          removed += 1;
+        } catch (err) {
+          if (errnoOf(err) !== 'ENOENT') {
+            throw storageError(`cannot remove ${path}`, err);
+          }
+        }
       }
     }
   }
