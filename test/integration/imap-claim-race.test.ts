@@ -3,32 +3,17 @@
 // src/store/imap/arbiter.ts); the claim records must then keep each message for one of them.
 
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type { ImapFlow } from 'imapflow';
 import { afterAll, expect, it } from 'vitest';
-import type { ImapConfig } from '../../src/config/connection.js';
 import { silentLogger } from '../../src/log.js';
 import { ClaimArbiter } from '../../src/store/imap/arbiter.js';
 import { CLAIM_KEYWORD, arbitrateClaim, takeExclusively } from '../../src/store/imap/claim.js';
 import { searchUids } from '../../src/store/imap/commands.js';
 import { ImapConnection } from '../../src/store/imap/connection.js';
-import { imapSession, mailServers } from '../support/imap.js';
+import { imapConfig, imapSession } from '../support/imap.js';
 
 const ROUNDS = 400;
 const PER_ROUND = 3;
-
-function imapConfig(): ImapConfig {
-  const info = mailServers();
-  return {
-    kind: 'imap',
-    host: info.host,
-    port: info.imapPort,
-    secure: false,
-    user: info.user,
-    password: info.password,
-    tls: { ca: readFileSync(info.caFile, 'utf8'), rejectUnauthorized: true },
-  };
-}
 
 const connections: ImapConnection[] = [];
 afterAll(async () => {

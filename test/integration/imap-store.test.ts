@@ -1,7 +1,6 @@
 // The IMAP store against the test Dovecot: the shared conformance suite, then what only IMAP
 // has (competing connections, server errors, dropped connections, missing extensions).
 
-import { readFileSync } from 'node:fs';
 import { createServer, connect as connectTcp } from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { inspect } from 'node:util';
@@ -18,22 +17,8 @@ import { heartbeatMessage } from '../../src/store/imap/lease.js';
 import { ImapStore } from '../../src/store/imap/imap-store.js';
 import { CONSUMERS_SEEN_MS } from '../../src/store/store.js';
 import type { Claim, Claimer, Store } from '../../src/store/store.js';
-import { mailServers } from '../support/imap.js';
+import { imapConfig, mailServers } from '../support/imap.js';
 import { compose, describeStoreConformance, uniqueTopic } from '../support/store-conformance.js';
-
-function imapConfig(overrides: Partial<ImapConfig> = {}): ImapConfig {
-  const info = mailServers();
-  return {
-    kind: 'imap',
-    host: info.host,
-    port: info.imapPort,
-    secure: false,
-    user: info.user,
-    password: info.password,
-    tls: { ca: readFileSync(info.caFile, 'utf8'), rejectUnauthorized: true },
-    ...overrides,
-  };
-}
 
 const opened: Store[] = [];
 async function openStore(overrides: Partial<ImapConfig> = {}): Promise<ImapStore> {

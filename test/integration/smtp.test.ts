@@ -17,7 +17,7 @@ import { silentLogger } from '../../src/log.js';
 import { ImapStore } from '../../src/store/imap/imap-store.js';
 import { groupAddress, topicAddress } from '../../src/transport/addresses.js';
 import { SmtpPublisher } from '../../src/transport/smtp.js';
-import { imapSession, mailServers, queueAddress } from '../support/imap.js';
+import { imapConfig, imapSession, mailServers, queueAddress } from '../support/imap.js';
 import { compose, uniqueTopic } from '../support/store-conformance.js';
 
 /** How long Postfix may take to hand a message through LMTP to Dovecot. */
@@ -35,19 +35,7 @@ function smtpConfig(overrides: Partial<SmtpConfig> = {}): SmtpConfig {
 }
 
 async function openStore(): Promise<ImapStore> {
-  const info = mailServers();
-  return await ImapStore.open(
-    {
-      kind: 'imap',
-      host: info.host,
-      port: info.imapPort,
-      secure: false,
-      user: info.user,
-      password: info.password,
-      tls: { ca: readFileSync(info.caFile, 'utf8'), rejectUnauthorized: true },
-    },
-    { logger: silentLogger },
-  );
+  return await ImapStore.open(imapConfig(), { logger: silentLogger });
 }
 
 async function caught(promise: Promise<unknown>): Promise<MailbusError> {

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { ImapFlow } from 'imapflow';
 import { inject } from 'vitest';
+import type { ImapConfig } from '../../src/config/connection.js';
 import type { ConnectOptions } from '../../src/index.js';
 
 export function mailServers() {
@@ -23,6 +24,21 @@ export function smtpUrl(): string {
 export function queueAddress(): string {
   const info = mailServers();
   return `${info.user}@${info.domain}`;
+}
+
+/** The queue account as the IMAP store's own configuration, for tests below the library. */
+export function imapConfig(overrides: Partial<ImapConfig> = {}): ImapConfig {
+  const info = mailServers();
+  return {
+    kind: 'imap',
+    host: info.host,
+    port: info.imapPort,
+    secure: false,
+    user: info.user,
+    password: info.password,
+    tls: { ca: readFileSync(info.caFile, 'utf8'), rejectUnauthorized: true },
+    ...overrides,
+  };
 }
 
 /** Library options for the queue account over IMAP, optionally publishing through Postfix. */

@@ -70,37 +70,11 @@ export class CandidateQueue {
   }
 
   private siftUp(index: number): void {
-    const heap = this.heap;
-    let child = index;
-    while (child > 0) {
-      const parent = (child - 1) >> 1;
-      if (!before(heap[child] as Candidate, heap[parent] as Candidate)) {
-        break;
-      }
-      [heap[child], heap[parent]] = [heap[parent] as Candidate, heap[child] as Candidate];
-      child = parent;
-    }
+    siftUp(this.heap, index, before);
   }
 
   private siftDown(index: number): void {
-    const heap = this.heap;
-    let parent = index;
-    for (;;) {
-      const left = parent * 2 + 1;
-      const right = left + 1;
-      let first = parent;
-      if (left < heap.length && before(heap[left] as Candidate, heap[first] as Candidate)) {
-        first = left;
-      }
-      if (right < heap.length && before(heap[right] as Candidate, heap[first] as Candidate)) {
-        first = right;
-      }
-      if (first === parent) {
-        return;
-      }
-      [heap[first], heap[parent]] = [heap[parent] as Candidate, heap[first] as Candidate];
-      parent = first;
-    }
+    siftDown(this.heap, index, before);
   }
 }
 
@@ -114,38 +88,46 @@ export function bestOf(candidates: Iterable<Candidate>, limit: number): Candidat
   for (const candidate of candidates) {
     if (kept.length < limit) {
       kept.push(candidate);
-      let child = kept.length - 1;
-      while (child > 0) {
-        const parent = (child - 1) >> 1;
-        if (!worse(kept[child] as Candidate, kept[parent] as Candidate)) {
-          break;
-        }
-        [kept[child], kept[parent]] = [kept[parent] as Candidate, kept[child] as Candidate];
-        child = parent;
-      }
-      continue;
-    }
-    if (kept.length === 0 || !before(candidate, kept[0] as Candidate)) {
-      continue;
-    }
-    kept[0] = candidate;
-    let parent = 0;
-    for (;;) {
-      const left = parent * 2 + 1;
-      const right = left + 1;
-      let first = parent;
-      if (left < kept.length && worse(kept[left] as Candidate, kept[first] as Candidate)) {
-        first = left;
-      }
-      if (right < kept.length && worse(kept[right] as Candidate, kept[first] as Candidate)) {
-        first = right;
-      }
-      if (first === parent) {
-        break;
-      }
-      [kept[first], kept[parent]] = [kept[parent] as Candidate, kept[first] as Candidate];
-      parent = first;
+      siftUp(kept, kept.length - 1, worse);
+    } else if (kept.length > 0 && before(candidate, kept[0] as Candidate)) {
+      kept[0] = candidate;
+      siftDown(kept, 0, worse);
     }
   }
   return kept;
+}
+
+/** Binary heap steps over `heap`, where `above(a, b)` says a belongs nearer the top than b. */
+type Above = (a: Candidate, b: Candidate) => boolean;
+
+function siftUp(heap: Candidate[], index: number, above: Above): void {
+  let child = index;
+  while (child > 0) {
+    const parent = (child - 1) >> 1;
+    if (!above(heap[child] as Candidate, heap[parent] as Candidate)) {
+      break;
+    }
+    [heap[child], heap[parent]] = [heap[parent] as Candidate, heap[child] as Candidate];
+    child = parent;
+  }
+}
+
+function siftDown(heap: Candidate[], index: number, above: Above): void {
+  let parent = index;
+  for (;;) {
+    const left = parent * 2 + 1;
+    const right = left + 1;
+    let first = parent;
+    if (left < heap.length && above(heap[left] as Candidate, heap[first] as Candidate)) {
+      first = left;
+    }
+    if (right < heap.length && above(heap[right] as Candidate, heap[first] as Candidate)) {
+      first = right;
+    }
+    if (first === parent) {
+      return;
+    }
+    [heap[first], heap[parent]] = [heap[parent] as Candidate, heap[first] as Candidate];
+    parent = first;
+  }
 }

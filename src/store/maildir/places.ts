@@ -138,18 +138,20 @@ export function removeFromPlace(
   refs: string[],
 ): number {
   const paths = refs.map((ref) => refPath(root, layout, folders, place, ref));
-  let removed = 0;
-  for (const path of paths) {
-    try {
-      fs.unlinkSync(path);
-      removed += 1;
-    } catch (err) {
-      if (errnoOf(err) !== 'ENOENT') {
-        throw storageError(`cannot remove ${path}`, err);
-      }
+  return paths.filter(removeFile).length;
+}
+
+/** Removes one message file; false when it was gone already (claimed or removed meanwhile). */
+function removeFile(path: string): boolean {
+  try {
+    fs.unlinkSync(path);
+    return true;
+  } catch (err) {
+    if (errnoOf(err) !== 'ENOENT') {
+      throw storageError(`cannot remove ${path}`, err);
     }
+    return false;
   }
-  return removed;
 }
 
 export function purgePlace(
@@ -170,14 +172,8 @@ export function purgePlace(
         if (name.startsWith('.') || isTrashed(name) || nameTimeMs(name) >= cutoff) {
           continue;
         }
-        const path = join(dir, name);
-        try {
-          fs.unlinkSync(path);
+        if (removeFile(join(dir, name))) {
           removed += 1;
-        } catch (err) {
-          if (errnoOf(err) !== 'ENOENT') {
-            throw storageError(`cannot remove ${path}`, err);
-          }
         }
       }
     }
