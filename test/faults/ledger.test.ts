@@ -101,6 +101,27 @@ describe('the fault ledger checker', () => {
     ]);
   });
 
+  it('allows the duplicate of a message a killed worker held, whoever handled both copies', () => {
+    const l = ledger();
+    l.published(['h', 'x']);
+    // w4 held h (taken over from a dead worker) when it was killed: its release may have
+    // stored the new copy before removing the old, and both copies were handled by others.
+    l.fault({ label: 'kill -9 w4', at: 10_000, clearedAt: 10_000, worker: 'w4', held: ['h'] });
+    start(l, 'w2', 20_000, 'h', 2);
+    start(l, 'w3', 22_000, 'h', 2);
+    start(l, 'w2', 30_000, 'x');
+    start(l, 'w3', 31_000, 'x');
+    const report = checkRun(l, state({ archived: copies(['h', 'x']) }), {
+      scenario: 's',
+      store: 'x',
+      killedWorkers: new Set(['w4']),
+    });
+    expect(report.duplicates).toBe(2);
+    expect(report.violations).toEqual([
+      '1 messages were started again although no fault interrupted the earlier attempt: x',
+    ]);
+  });
+
   it('expects poison messages to die after exactly maxAttempts, saying why', () => {
     const l = ledger();
     l.published(['p', 'q']);

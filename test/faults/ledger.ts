@@ -39,6 +39,11 @@ export interface Fault {
   worker?: string;
   /** Messages the killed worker held in its in-progress mailbox when it was killed. */
   inFlight?: number;
+  /**
+   * The ids of those messages, where the scenario can read them: in its own in-progress mailbox
+   * and in the tombs of dead workers it was taking over.
+   */
+  held?: string[];
   /** When the last of those was taken over by another worker (its mailbox emptied). */
   recoveredAt?: number;
   /** Messages whose first start after the fault marks recovery (published during it). */
@@ -288,6 +293,7 @@ export function checkRun(ledger: Ledger, state: GroupState, options: CheckOption
   const slackMs = options.faultSlackMs ?? DEFAULT_FAULT_SLACK_MS;
   const killed = options.killedWorkers ?? new Set<string>();
   const outages = facts.faults.filter((fault) => fault.worker === undefined);
+  const heldAtKill = new Set(facts.faults.flatMap((fault) => fault.held ?? []));
 
   if (facts.tornLines > 0) {
     violations.push(`${facts.tornLines} ledger lines were torn`);
@@ -320,6 +326,11 @@ export function checkRun(ledger: Ledger, state: GroupState, options: CheckOption
     duplicates += extra;
     if (options.faultFree) {
       unexplained.push(id);
+      continue;
+    }
+    // A message a killed worker held may have had its new copy stored (a release, a retry)
+    // before the old one was removed: the documented crash duplicate, whoever handles the two.
+    if (heldAtKill.has(id)) {
       continue;
     }
     // Every start but the last must have been cut short by a kill or an outage.

@@ -74,6 +74,14 @@ export function inFlightOfProcess(root: string, topic: string, pid: number, grou
     .reduce((sum, dir) => sum + messageFiles(dir).length, 0);
 }
 
+/** The ids of the messages `inFlightOfProcess` counts. */
+export function heldByProcess(root: string, topic: string, pid: number, group = 'default') {
+  return inProgressDirs(root, topic, group)
+    .filter((dir) => dir.includes(`-${pid}-`))
+    .flatMap((dir) => messageFiles(dir).flatMap(readCopy))
+    .map((copy) => copy.id);
+}
+
 /** How many messages a mailbox holds (cheap: one directory listing per subfolder). */
 export function countMessages(root: string, mailbox: string): number {
   return messageFiles(mailboxDir(root, mailbox)).length;

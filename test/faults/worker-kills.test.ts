@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { mailServers } from '../support/imap.js';
 import { uniqueTopic } from '../support/store-conformance.js';
 import type { RunReport } from './ledger.js';
-import { groupCounts, inFlightOfProcess } from './mailboxes.js';
+import { groupCounts, heldByProcess, inFlightOfProcess } from './mailboxes.js';
 import {
   FULL,
   SIZE,
@@ -70,6 +70,7 @@ async function run(targetOf: TargetOf, mode: 'control' | 'kills'): Promise<RunRe
     flags: workerFlags(),
     logDir: scenario.logDir,
     inFlightOf: (pid) => inFlightOfProcess(target.root, topic, pid),
+    heldBy: (pid) => heldByProcess(target.root, topic, pid),
   });
   try {
     // The group exists before the first publish, so that it gets every message.

@@ -35,6 +35,8 @@ export interface FleetOptions {
    * recovery is done once this is 0 (another worker took them over).
    */
   inFlightOf?: (pid: number) => number;
+  /** The ids of the messages inFlightOf counts, recorded with the kill. */
+  heldBy?: (pid: number) => string[];
 }
 
 export interface FleetWorker {
@@ -126,8 +128,9 @@ export class WorkerFleet {
     };
     const inFlightOf = this.options.inFlightOf;
     const inFlight = inFlightOf?.(worker.pid) ?? 0;
+    const held = this.options.heldBy?.(worker.pid);
     if (!inFlightOf || inFlight === 0) {
-      this.options.ledger.fault({ ...fault, inFlight });
+      this.options.ledger.fault({ ...fault, inFlight, held });
       return;
     }
     this.recoveries.push(
@@ -136,7 +139,7 @@ export class WorkerFleet {
           await sleep(RECOVERY_POLL_MS);
         }
         const recoveredAt = inFlightOf(worker.pid) === 0 ? Date.now() : undefined;
-        this.options.ledger.fault({ ...fault, inFlight, recoveredAt });
+        this.options.ledger.fault({ ...fault, inFlight, held, recoveredAt });
       })(),
     );
   }
