@@ -126,17 +126,7 @@ export async function writeTmp(
  * claims, counts and listings. None when the directory does not exist.
  */
 export function listDir(path: string): string[] {
-  try {
-    return fs
-      .readdirSync(path, { withFileTypes: true })
-      .filter((entry) => !entry.isDirectory())
-      .map((entry) => entry.name);
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') {
-      return [];
-    }
-    throw storageError(`cannot list ${path}`, err);
-  }
+  return [...streamDir(path)];
 }
 
 /**
@@ -146,7 +136,7 @@ export function listDir(path: string): string[] {
 export function* streamDir(path: string): Generator<string> {
   let dir: fs.Dir;
   try {
-    dir = fs.opendirSync(path);
+    dir = fs.opendirSync(path, { bufferSize: 256 });
   } catch (err) {
     if (errnoOf(err) === 'ENOENT') {
       return;
