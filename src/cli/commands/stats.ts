@@ -48,7 +48,7 @@ export function registerStats(program: Command): void {
     .command('stats')
     .description(
       'show waiting, scheduled, in-flight, handled, dead and quarantined messages per group, ' +
-        'and its consumers seen in the last 5 minutes',
+        'and its consumers running now (a crashed one counts for 5 minutes)',
     )
     .argument('[topic]', 'only this topic')
     .option('--json', 'print one JSON object (one per interval with --watch)')
