@@ -79,6 +79,8 @@ export interface BenchOptions {
   dataDir: string;
   /** Where Dovecot keeps the benchmark account's mail: on the data disk or on tmpfs. */
   imapStorage: 'disk' | 'tmpfs';
+  /** How Dovecot stores the benchmark account's mail. */
+  imapFormat: 'maildir' | 'sdbox';
   /** Where results, the chart and profiles are written. */
   outDir: string;
   redisUrl: string;
@@ -111,6 +113,7 @@ export const USAGE = `npm run bench -- [options]
   --scaling-systems A,B   systems of the scaling runs (${DEFAULT_SCALING_SYSTEMS.join(', ')})
   --data-dir DIR          where the Maildirs go (default /tmp, which is on the disk here)
   --imap-storage disk|tmpfs  Dovecot's mail for the benchmark account (disk)
+  --imap-format sdbox|maildir  how Dovecot stores it (sdbox, as docs/servers.md advises)
   --out DIR               results, chart and profiles (bench-results)
   --redis URL --amqp URL --postgres URL --nats HOST:PORT   the peers (loopback defaults)
 `;
@@ -190,6 +193,7 @@ export function resolveOptions(argv: string[]): BenchOptions | undefined {
       'scaling-systems': { type: 'string' },
       'data-dir': { type: 'string' },
       'imap-storage': { type: 'string' },
+      'imap-format': { type: 'string' },
       out: { type: 'string' },
       redis: { type: 'string' },
       amqp: { type: 'string' },
@@ -207,6 +211,10 @@ export function resolveOptions(argv: string[]): BenchOptions | undefined {
   const imapStorage = values['imap-storage'] ?? 'disk';
   if (imapStorage !== 'disk' && imapStorage !== 'tmpfs') {
     throw new Error(`--imap-storage must be disk or tmpfs, not "${imapStorage}"`);
+  }
+  const imapFormat = values['imap-format'] ?? 'sdbox';
+  if (imapFormat !== 'sdbox' && imapFormat !== 'maildir') {
+    throw new Error(`--imap-format must be sdbox or maildir, not "${imapFormat}"`);
   }
   const env = process.env;
   return {
@@ -233,13 +241,14 @@ export function resolveOptions(argv: string[]): BenchOptions | undefined {
         ? DEFAULT_SCALING_SYSTEMS
         : selectSystems(values['scaling-systems']),
     scalingBacklog: count('backlog', values.backlog, 200_000),
-    scalingFillTimeoutMs: 60_000,
+    scalingFillTimeoutMs: 180_000,
     scalingConsumeTimeoutMs: 30_000,
     scalingPayloadBytes: [1024, 64 * 1024, 1_000_000],
     scalingConsumers: [1, 4, 16],
     scalingProcesses: [1, 4],
     dataDir: values['data-dir'] ?? '/tmp',
     imapStorage,
+    imapFormat,
     outDir: values.out ?? 'bench-results',
     redisUrl: values.redis ?? env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379',
     amqpUrl: values.amqp ?? env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672',

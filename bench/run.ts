@@ -98,17 +98,15 @@ async function startMail(options: BenchOptions, workDir: string, endpoints: Endp
     log('starting a private Dovecot and Postfix');
     setup.servers = await startMailServers();
     const info = setup.servers.info;
-    let user = info.user;
-    let password = info.password;
-    let maildir = info.maildir;
-    if (options.imapStorage === 'disk') {
-      // The harness keeps its mail on /dev/shm; the benchmark account's mail goes on the same
-      // disk as mailbus's own Maildir, like the peers' data.
-      user = 'bench';
-      password = `pw-${randomBytes(9).toString('base64url')}`;
-      maildir = path.join(workDir, 'dovecot-mail');
-      await setup.servers.addUser(user, password, maildir);
-    }
+    // An account of the benchmark's own, stored as --imap-format says: on the same disk as
+    // mailbus's own Maildir, like the peers' data, or beside the harness's mail on /dev/shm.
+    const user = 'bench';
+    const password = `pw-${randomBytes(9).toString('base64url')}`;
+    const maildir =
+      options.imapStorage === 'disk'
+        ? path.join(workDir, 'dovecot-mail')
+        : path.join(path.dirname(info.maildir), 'bench');
+    await setup.servers.addUser(user, password, maildir, options.imapFormat);
     endpoints.mail = {
       host: info.host,
       imapPort: info.imapPort,
@@ -118,6 +116,7 @@ async function startMail(options: BenchOptions, workDir: string, endpoints: Endp
       caFile: info.caFile,
       domain: info.domain,
       maildir,
+      format: options.imapFormat,
       storage: storageOf(maildir),
       postfixStorage: storageOf(info.dir),
     };

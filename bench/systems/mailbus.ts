@@ -69,14 +69,16 @@ function describe(id: SystemId, endpoints: Endpoints): { durability: string; sto
         durability:
           'publish resolves when Dovecot completed APPEND and COPY (Dovecot fsyncs saved mail, ' +
           'mail_fsync=optimized)',
-        storage: `Dovecot maildir on ${mail?.storage ?? '?'}`,
+        storage: `Dovecot ${mail?.format ?? '?'} on ${mail?.storage ?? '?'}`,
       };
     default:
       return {
         durability:
           'publish resolves when Postfix accepted the message (its queue file fsynced); ' +
           'delivery to Dovecot by LMTP follows asynchronously',
-        storage: `Postfix queue on ${mail?.postfixStorage ?? '?'}, Dovecot maildir on ${mail?.storage ?? '?'}`,
+        storage:
+          `Postfix queue on ${mail?.postfixStorage ?? '?'}, ` +
+          `Dovecot ${mail?.format ?? '?'} on ${mail?.storage ?? '?'}`,
       };
   }
 }

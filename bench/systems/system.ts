@@ -64,8 +64,9 @@ export interface Endpoints {
     password: string;
     caFile: string;
     domain: string;
-    /** The account's Maildir as Dovecot sees it, and what kind of storage that is. */
+    /** The account's mail root as Dovecot sees it, its format, and what storage that is. */
     maildir: string;
+    format: 'maildir' | 'sdbox';
     storage: string;
     /** Postfix's queue directory's storage. */
     postfixStorage: string;

@@ -870,6 +870,41 @@ describe('IMAP leases, schedules and folders on Dovecot', () => {
     await claimer.close();
   });
 
+  it('claims messages that another session frees below where its search has got to', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-window');
+    const messages = await compose(
+      topic,
+      Array.from({ length: 30 }, (_, i) => ({ payload: `m${i}` })),
+    );
+    await store.append(topic, messages);
+    const ids = messages.map((message) => message.id);
+    const client = await inspector();
+    try {
+      // The first five look taken by a consumer that died between its STORE and its MOVE.
+      await inMailbox(client, `${topic}.default`, () =>
+        client.messageFlagsAdd('1:5', ['$MailbusClaimed']),
+      );
+      const claimer = await store.claimer(topic, 'default', { consumer: 'w1' });
+      const first = [...(await claimer.claim(10)), ...(await claimer.claim(10))];
+      expect(first.map(idOf).sort()).toEqual(ids.slice(5, 25).sort());
+
+      // Another consumer's stranded watch frees them: this claimer's next searches start
+      // above them, and the server's report of the change sends it back to UID 1.
+      await inMailbox(client, `${topic}.default`, () =>
+        client.messageFlagsRemove('1:5', ['$MailbusClaimed']),
+      );
+      const rest = [...(await claimer.claim(10)), ...(await claimer.claim(10))];
+      expect(rest.map(idOf).sort()).toEqual([...ids.slice(0, 5), ...ids.slice(25)].sort());
+      expect(await claimer.claim(10)).toEqual([]);
+
+      await claimer.ack([...first, ...rest]);
+      await claimer.close();
+    } finally {
+      await client.logout();
+    }
+  });
+
   it('adopts messages of its own in-progress mailbox that no claim handed out', async () => {
     const store = await openStore();
     const topic = uniqueTopic('imap-orphan');

@@ -25,6 +25,12 @@ import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
+/**
+ * How Dovecot stores a user's mail: `maildir` (files other tools can read) or `sdbox`
+ * (Dovecot's own one file per message, with the flags in its index only).
+ */
+export type MailFormat = 'maildir' | 'sdbox';
+
 export interface MailServersInfo {
   /** The private temp directory (under /dev/shm when it exists, for speed). */
   dir: string;
@@ -59,7 +65,18 @@ const DOVECOT_BIN = '/usr/sbin/dovecot';
 const DOVECOT_LIBEXEC = '/usr/lib/dovecot';
 const POSTFIX_MASTER = '/usr/lib/postfix/sbin/master';
 const DOVECOT_DH = '/usr/share/dovecot/dh.pem';
-const INSTALL_SCRIPT = fileURLToPath(new URL('./install.sh', import.meta.url));
+const INSTALL_SCRIPT = installScript();
+
+/**
+ * The install script beside this module, or in the sources when this module was compiled into
+ * another folder (the benchmarks run it from dist-bench/test/servers/, where tsc copies no
+ * shell script).
+ */
+function installScript(): string {
+  const beside = fileURLToPath(new URL('./install.sh', import.meta.url));
+  const inSources = fileURLToPath(new URL('../../../test/servers/install.sh', import.meta.url));
+  return fs.existsSync(beside) || !fs.existsSync(inSources) ? beside : inSources;
+}
 
 /**
  * The owner of all mail that Dovecot serves. Dovecot 2.3 will not run imap/lmtp for uid 0, so
@@ -585,7 +602,7 @@ auth_failure_delay = 0
 auth_verbose = yes
 
 # One passwd-file per user (users/<name>), so adding a user never rewrites a file that
-# Dovecot has cached; its extra field userdb_mail gives each user its own maildir.
+# Dovecot has cached; its extra field userdb_mail gives each user its own mail root (and format).
 passdb {
   driver = passwd-file
   args = username_format=%n ${l.users}/%n
@@ -870,12 +887,17 @@ async function launchPostfix(l: Layout, smtpPort: number): Promise<number> {
 const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 const ADDRESS_RE = /^[^\s,:@"<>()\\]+@[a-z0-9.-]+$/i;
 
-function passwdLine(l: Layout, name: string, password: string, maildir: string): string {
+function passwdLine(
+  l: Layout,
+  name: string,
+  password: string,
+  mail: { root: string; format: MailFormat },
+): string {
   const home = path.join(l.homes, name);
   // base64 so that any password (colons included) fits the colon-separated line
   const pass = `{PLAIN.BASE64}${Buffer.from(password, 'utf8').toString('base64')}`;
   const { uid, gid } = MAIL_OWNER;
-  return `${name}:${pass}:${uid}:${gid}::${home}::userdb_mail=maildir:${maildir}\n`;
+  return `${name}:${pass}:${uid}:${gid}::${home}::userdb_mail=${mail.format}:${mail.root}\n`;
 }
 
 /**
@@ -918,7 +940,13 @@ function makeReachable(dir: string, what: string): void {
   }
 }
 
-function writeUser(l: Layout, name: string, password: string, maildir: string): boolean {
+function writeUser(
+  l: Layout,
+  name: string,
+  password: string,
+  maildir: string,
+  format: MailFormat,
+): boolean {
   if (!NAME_RE.test(name)) {
     fail(`addUser: user name ${JSON.stringify(name)} must match ${NAME_RE} (lower case)`);
   }
@@ -927,7 +955,7 @@ function writeUser(l: Layout, name: string, password: string, maildir: string): 
   }
   const home = path.join(l.homes, name);
   fs.mkdirSync(home, { recursive: true, mode: 0o700 });
-  for (const sub of ['cur', 'new', 'tmp']) {
+  for (const sub of format === 'maildir' ? ['cur', 'new', 'tmp'] : ['']) {
     fs.mkdirSync(path.join(maildir, sub), { recursive: true, mode: 0o700 });
   }
   makeReachable(maildir, 'addUser');
@@ -943,13 +971,14 @@ function writeUser(l: Layout, name: string, password: string, maildir: string): 
   // Dovecot re-reads a passwd-file when its mtime or size changed, at most once a second:
   // a rewritten file gets an mtime it has not had before.
   const mtime = previous ? Math.floor(previous.mtimeMs / 1000) + 1 : undefined;
-  writeFileOld(file, passwdLine(l, name, password, maildir), 0o640, mtime);
+  writeFileOld(file, passwdLine(l, name, password, { root: maildir, format }), 0o640, mtime);
   return previous !== undefined;
 }
 
 /**
  * Adds (or replaces) a Dovecot user whose mail lives in `maildir` (Maildir++, '.' separator;
- * created if missing). The maildir, with whatever is already in it, is chowned to MAIL_OWNER,
+ * created if missing), stored as `format` (the folder is then the root of that format's
+ * files). The folder, with whatever is already in it, is chowned to MAIL_OWNER,
  * and parents of it that we own but that MAIL_OWNER could not pass through get o+x.
  * The user can log in (and receive mail at name@queue.test) as soon as this returns: no
  * restart, no reload.
@@ -959,8 +988,9 @@ export async function addUser(
   name: string,
   password: string,
   maildir: string,
+  format: MailFormat = 'maildir',
 ): Promise<void> {
-  const replaced = writeUser(layout(info.dir), name, password, maildir);
+  const replaced = writeUser(layout(info.dir), name, password, maildir, format);
   // A replaced user's file may have been read by Dovecot in this very second, and it looks
   // at a file at most once a second.
   if (replaced) await sleep(1100);
@@ -1151,8 +1181,8 @@ export class MailServers {
     this.info.pids.postfix = await startPostfix(this.info);
   }
 
-  addUser(name: string, password: string, maildir: string): Promise<void> {
-    return addUser(this.info, name, password, maildir);
+  addUser(name: string, password: string, maildir: string, format?: MailFormat): Promise<void> {
+    return addUser(this.info, name, password, maildir, format);
   }
 
   setAliases(aliases: Record<string, string[]>): Promise<void> {
@@ -1257,7 +1287,7 @@ async function startOnce(base: string): Promise<MailServers> {
     mkdir(l.homes, 0o755);
     mkdir(l.mail, 0o755);
     fs.writeFileSync(l.dovecotConf, dovecotConfig(l, imapPort, lmtpPort, id), { mode: 0o644 });
-    writeUser(l, QUEUE_USER, password, info.maildir);
+    writeUser(l, QUEUE_USER, password, info.maildir, 'maildir');
 
     // Postfix
     mkdir(l.postfix, 0o755);

@@ -32,6 +32,9 @@
 // Messages with an ordering key are handed out one at a time per key, in publish order: a pick
 // with a key is kept only when it holds its key's turn, or when no message holds it and the
 // pick is the key's first waiting message (turns.ts). Its turn is recorded before the STORE.
+//
+// The SEARCH for waiting messages starts at the claimer's floor (window.ts): the messages
+// below it were not waiting when it last looked, so a deep backlog costs no more per round.
 
 import type { ImapFlow } from 'imapflow';
 import { ERROR_CODES, MailbusError } from '../../errors.js';
@@ -41,6 +44,7 @@ import {
   creatingMailbox,
   fetchClaimTexts,
   formatUidSet,
+  highestUid,
   moveMessages,
   searchUids,
   storeKeywordUnchangedSince,
@@ -48,6 +52,7 @@ import {
 import type { SearchResult } from './commands.js';
 import type { ClaimArbiter } from './arbiter.js';
 import type { ImapTurns, TurnClaim } from './turns.js';
+import type { WaitingList, WaitingWindow } from './window.js';
 
 /**
  * The keyword that marks a message of a group mailbox as taken. It lives only between the
@@ -80,6 +85,9 @@ export interface ClaimRound {
 
 const NO_PICKS: SearchResult = { uids: [], modseq: undefined };
 
+/** The UID range of a claim round's first SEARCH of a list (see searchWaiting). */
+export const SEARCH_SPAN_UIDS = 1_024;
+
 /**
  * One claim attempt on the selected group mailbox: picks up to `max` waiting messages, claims
  * them with a conditional STORE and moves the ones won into `inProgress`.
@@ -91,13 +99,18 @@ export async function claimRound(
   log: Logger,
   turns: ImapTurns,
   arbiter: ClaimArbiter,
+  window: WaitingWindow,
   maxBytes?: number,
 ): Promise<ClaimRound> {
   // High priority first: flagged waiting messages, then the others, each by lowest UID. Both
-  // lists are looked at in full, since a key's first message may be in either.
+  // lists are looked at, since a key's first message may be in either.
+  // The highest UID first: flag changes that other sessions made meanwhile come with its
+  // answer, and this round's floors already heed them (window.ts).
+  const top = await highestUid(client, window.lastTop);
+  window.startRound(client.mailbox ? client.mailbox.uidValidity : undefined, top);
   const found = {
-    flagged: await searchWaiting(client, true, max),
-    normal: await searchWaiting(client, false, max),
+    flagged: await searchWaiting(client, window, 'flagged', max, top),
+    normal: await searchWaiting(client, window, 'normal', max, top),
   };
   if (found.flagged.uids.length === 0 && found.normal.uids.length === 0) {
     return { claimed: [], contended: false, deferred: false };
@@ -327,17 +340,52 @@ export async function arbitrateClaim(
   );
 }
 
-/** The lowest `max` UIDs of waiting messages, flagged or not, with the snapshot's MODSEQ. */
+/**
+ * The lowest `max` UIDs of waiting messages of one list (flagged or not), from the window's
+ * floor up to `top` (the mailbox's highest UID, read before), with a MODSEQ that protects
+ * them all.
+ *
+ * The server walks every message of the UID range a SEARCH names, however few it returns, so
+ * the range grows from SEARCH_SPAN_UIDS, doubling, until it holds `max` waiting messages or
+ * reaches `top`: a backlog above them costs nothing. Each SEARCH is a snapshot of its own; the
+ * lowest of their MODSEQs protects every pick (a pick seen in a later snapshot and changed
+ * before it then loses its STORE, and is tried again next round).
+ */
 async function searchWaiting(
   client: ImapFlow,
-  flagged: boolean,
+  window: WaitingWindow,
+  list: WaitingList,
   max: number,
+  top: number,
 ): Promise<SearchResult> {
-  const criteria = [flagged ? 'FLAGGED' : 'UNFLAGGED', 'UNKEYWORD', CLAIM_KEYWORD, 'UNDELETED'];
   const partial =
     client.capabilities.has('ESEARCH') &&
     (client.capabilities.has('CONTEXT=SEARCH') || client.capabilities.has('PARTIAL'));
-  return await searchUids(client, criteria, max, partial);
+  const uids: number[] = [];
+  let modseq: bigint | undefined;
+
+  let low = window.from(list);
+  for (let span = SEARCH_SPAN_UIDS; low <= top && uids.length < max; span *= 2) {
+    const high = low + span - 1;
+    const criteria = [
+      'UID',
+      high >= top ? `${low}:*` : `${low}:${high}`,
+      list === 'flagged' ? 'FLAGGED' : 'UNFLAGGED',
+      'UNKEYWORD',
+      CLAIM_KEYWORD,
+      'UNDELETED',
+    ];
+    const found = await searchUids(client, criteria, max - uids.length, partial);
+    uids.push(...found.uids);
+    if (found.uids.length > 0 && (modseq === undefined || found.modseq! < modseq)) {
+      modseq = found.modseq;
+    }
+    low = high + 1;
+  }
+
+  const result = { uids, modseq: uids.length > 0 ? modseq : undefined };
+  window.searched(list, result, top);
+  return result;
 }
 
 /**

@@ -84,6 +84,7 @@ import { StrandedWatch } from './stranded.js';
 import { ClaimArbiter } from './arbiter.js';
 import { ImapTurns } from './turns.js';
 import type { TurnClaim } from './turns.js';
+import { WaitingWindow } from './window.js';
 
 /**
  * How many claim rounds one claim() may lose to other consumers before it gives up. Each lost
@@ -193,6 +194,7 @@ export class ImapClaimer implements Claimer {
   private readonly promoter: ScheduledPromoter;
   private readonly stranded: StrandedWatch;
   private readonly judge = new LeaseJudge();
+  private readonly window = new WaitingWindow();
 
   // Set by new mail, a reconnect or a claim cut short; cleared when a claim starts. While set,
   // waitForMessages returns at once, so no notice of new mail is lost between two calls.
@@ -252,7 +254,7 @@ export class ImapClaimer implements Claimer {
       capabilities: REQUIRED_CAPABILITIES.claim,
       mailbox: this.groupMailbox,
       idle: true,
-      onConnect: () => this.wake(),
+      onConnect: (client) => this.watchGroup(client),
       onNewMail: () => this.wake(),
       onClose: () => this.wake(),
     });
@@ -321,6 +323,7 @@ export class ImapClaimer implements Claimer {
             this.log,
             this.turns,
             this.arbiter,
+            this.window,
             this.options.maxMessageBytes,
           );
           if (result.deferred) {
@@ -877,7 +880,9 @@ export class ImapClaimer implements Claimer {
   private async freeStranded(client: ImapFlow, leaseMs: number): Promise<void> {
     const nowMs = Date.now();
     this.noticeGroupUidValidity(client);
-    await this.stranded.free(client, CLAIM_KEYWORD, leaseMs, nowMs);
+    if ((await this.stranded.free(client, CLAIM_KEYWORD, leaseMs, nowMs)) > 0) {
+      this.window.reset();
+    }
 
     const status = await mailboxStatus(client, this.scheduled);
     if (!status || status.messages === 0) {
@@ -1040,6 +1045,18 @@ export class ImapClaimer implements Claimer {
     await client.mailboxOpen(this.groupMailbox);
     this.noticeGroupUidValidity(client);
     return before !== undefined && this.groupUidValidity !== before;
+  }
+
+  // A new claim session: it searches the whole group first, and hears from then on of flag
+  // changes other sessions make there (see window.ts).
+  private watchGroup(client: ImapFlow): void {
+    this.window.reset();
+    client.on('flags', (event: { path: string; flags: Set<string> }) => {
+      if (event.path === this.groupMailbox) {
+        this.window.noticeFlags(event.flags, CLAIM_KEYWORD);
+      }
+    });
+    this.wake();
   }
 
   // The group mailbox was deleted and recreated (or restored from a backup) when its

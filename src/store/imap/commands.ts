@@ -434,6 +434,16 @@ export async function mailboxStatus(
 }
 
 /**
+ * The highest UID of the selected mailbox, 0 when it is empty, looked for from UID `from` up:
+ * the SEARCH walks only the messages from there. A `from` above them all still finds the last
+ * message, since `n:*` names the range between n and the highest UID, whichever is larger.
+ */
+export async function highestUid(client: ImapFlow, from: number): Promise<number> {
+  const uids = await searchAllUids(client, ['UID', `${Math.max(1, from)}:*`]);
+  return uids.at(-1) ?? 0;
+}
+
+/**
  * `UID SEARCH <criteria>`: every UID that matches, lowest first, in one ESEARCH answer (a
  * compact UID set) when the server can.
  */
