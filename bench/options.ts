@@ -19,6 +19,24 @@ export const SYSTEM_IDS = [
 
 export type SystemId = (typeof SYSTEM_IDS)[number];
 
+/** The scaling runs of a full benchmark, in order. */
+export const SCALING_RUNS = ['backlog', 'payload', 'consumers'] as const;
+export type ScalingRun = (typeof SCALING_RUNS)[number];
+
+function selectScalingRuns(list: string | undefined): ScalingRun[] {
+  if (list === undefined) {
+    return [...SCALING_RUNS];
+  }
+  const names = list.split(',').map((name) => name.trim());
+  const unknown = names.filter((name) => !(SCALING_RUNS as readonly string[]).includes(name));
+  if (unknown.length > 0) {
+    throw new Error(
+      `--scaling-runs: unknown ${unknown.join(', ')}; choose from ${SCALING_RUNS.join(', ')}`,
+    );
+  }
+  return SCALING_RUNS.filter((name) => names.includes(name));
+}
+
 /** The measured phases of each run, in order. */
 export const PHASES = ['publish', 'backlog', 'end-to-end', 'latency'] as const;
 
@@ -68,6 +86,8 @@ export interface BenchOptions {
   limits: boolean;
   /** The systems the scaling runs cover (a subset: they are long). */
   scalingSystems: SystemId[];
+  /** Which scaling runs (all by default). */
+  scalingRuns: ScalingRun[];
   scalingBacklog: number;
   /** Longest the filling of the large backlog may take, and its consuming. */
   scalingFillTimeoutMs: number;
@@ -111,6 +131,7 @@ export const USAGE = `npm run bench -- [options]
   --no-limits             skip measuring the raw Maildir and Dovecot operations under mailbus
   --backlog N             the large backlog of the scaling runs (200000)
   --scaling-systems A,B   systems of the scaling runs (${DEFAULT_SCALING_SYSTEMS.join(', ')})
+  --scaling-runs A,B      only these scaling runs (${SCALING_RUNS.join(', ')})
   --data-dir DIR          where the Maildirs go (default /tmp, which is on the disk here)
   --imap-storage disk|tmpfs  Dovecot's mail for the benchmark account (disk)
   --imap-format sdbox|maildir  how Dovecot stores it (sdbox, as docs/servers.md advises)
@@ -191,6 +212,7 @@ export function resolveOptions(argv: string[]): BenchOptions | undefined {
       'no-limits': { type: 'boolean' },
       backlog: { type: 'string' },
       'scaling-systems': { type: 'string' },
+      'scaling-runs': { type: 'string' },
       'data-dir': { type: 'string' },
       'imap-storage': { type: 'string' },
       'imap-format': { type: 'string' },
@@ -240,6 +262,7 @@ export function resolveOptions(argv: string[]): BenchOptions | undefined {
       values['scaling-systems'] === undefined
         ? DEFAULT_SCALING_SYSTEMS
         : selectSystems(values['scaling-systems']),
+    scalingRuns: selectScalingRuns(values['scaling-runs']),
     scalingBacklog: count('backlog', values.backlog, 200_000),
     scalingFillTimeoutMs: 180_000,
     scalingConsumeTimeoutMs: 30_000,

@@ -4,7 +4,7 @@
 // memory is their own and several processes can compete. Each is bounded in time like the
 // standard phases; a fill or a consume cut short says so in its notes.
 
-import type { BenchOptions, SystemId } from './options.js';
+import type { BenchOptions, ScalingRun, SystemId } from './options.js';
 import { consumeInProcesses } from './processes.js';
 import type { ResultRow } from './results.js';
 import { aggregate } from './results.js';
@@ -51,12 +51,15 @@ function label(bytes: number): string {
 
 export async function runScaling(context: ScalingContext): Promise<ResultRow[]> {
   const rows: ResultRow[] = [];
-  const steps: [string, () => Promise<ResultRow[]>][] = [
+  const steps: [ScalingRun, () => Promise<ResultRow[]>][] = [
     ['backlog', () => backlogRuns(context)],
     ['payload', () => payloadRuns(context)],
     ['consumers', () => consumerRuns(context)],
   ];
   for (const [name, step] of steps) {
+    if (!context.options.scalingRuns.includes(name)) {
+      continue;
+    }
     try {
       rows.push(...(await step()));
     } catch (err) {
