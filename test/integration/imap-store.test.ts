@@ -16,7 +16,7 @@ import { RECONNECT_MAX_DELAY_MS } from '../../src/store/imap/connection.js';
 import { heartbeatMessage } from '../../src/store/imap/lease.js';
 import { ImapStore } from '../../src/store/imap/imap-store.js';
 import { CONSUMERS_SEEN_MS } from '../../src/store/store.js';
-import type { Claim, Claimer, Store } from '../../src/store/store.js';
+import type { Claim, Claimer, SearchQuery, Store } from '../../src/store/store.js';
 import { imapConfig, mailServers } from '../support/imap.js';
 import { compose, describeStoreConformance, uniqueTopic } from '../support/store-conformance.js';
 
@@ -1006,6 +1006,74 @@ describe('IMAP leases, schedules and folders on Dovecot', () => {
     expect(await page(1, 1)).toEqual({ total: 4, ids: [three] });
     expect(await page(0, 3)).toEqual({ total: 4, ids: [four, three, two] });
     expect(await page(3, 25)).toEqual({ total: 4, ids: [one] });
+  });
+
+  it('orders a search by INTERNALDATE, ties of one second by UID, and pages deep exactly', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-ties');
+    await store.subscribe(topic, 'default');
+    const messages = await compose(
+      topic,
+      [1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => ({ payload: { n } })),
+    );
+    const [w1, w2, w3, w4, w5, w6, late, early, mid] = messages.map((message) => message.id);
+    // Six waiting messages of one second (as a MULTIAPPEND stores them), and handled ones
+    // moved there later with the dates they were first stored at, before and after those.
+    const second = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000);
+    const at = (offsetMs: number) => new Date(second.getTime() + offsetMs);
+    const client = await inspector();
+    try {
+      for (const message of messages.slice(0, 6)) {
+        await client.append(`${topic}.default`, message.raw, [], second);
+      }
+      await client.mailboxCreate(`${topic}.default.Archive`).catch(() => undefined);
+      for (const [message, date] of [
+        [messages[6], at(5_000)],
+        [messages[7], at(-5_000)],
+        [messages[8], at(2_000)],
+      ] as const) {
+        await client.append(`${topic}.default.Archive`, message!.raw, [], date);
+      }
+    } finally {
+      await client.logout();
+    }
+
+    const search = async (query: Omit<SearchQuery, 'topic'>, offset = 0, limit = 25) => {
+      const found = await store.search({ topic, ...query }, { offset, limit });
+      return { total: found.total, ids: found.hits.map((hit) => idOfRaw(hit.raw)) };
+    };
+    const newestFirst = [late, mid, w6, w5, w4, w3, w2, w1, early];
+    expect(await search({ group: 'default' })).toEqual({ total: 9, ids: newestFirst });
+    for (const [offset, limit] of [
+      [0, 3],
+      [2, 2],
+      [4, 3],
+      [7, 5],
+      [9, 1],
+    ] as const) {
+      expect(await search({ group: 'default' }, offset, limit)).toEqual({
+        total: 9,
+        ids: newestFirst.slice(offset, offset + limit),
+      });
+    }
+    // One mailbox is in date order too (handled in the order published), not in UID order.
+    expect(await search({ states: ['handled'] })).toEqual({ total: 3, ids: [late, mid, early] });
+
+    // Whole seconds: a message stored in the second `second` is at its start.
+    expect(await search({ since: second, before: at(1) })).toMatchObject({ total: 6 });
+    expect(await search({ since: at(1), before: at(5_000) })).toEqual({ total: 1, ids: [mid] });
+    expect(await search({ since: at(1), before: at(5_001) })).toEqual({
+      total: 2,
+      ids: [late, mid],
+    });
+    expect(await search({ since: at(-5_000), before: second })).toEqual({
+      total: 1,
+      ids: [early],
+    });
+    expect(await search({ since: at(-4_999), before: at(2_000) }, 1, 2)).toEqual({
+      total: 6,
+      ids: [w5, w4],
+    });
   });
 
   it('lists in-flight messages across consumers, and purges by exact INTERNALDATE', async () => {
