@@ -22,6 +22,7 @@ import {
   formatSearchDate,
   formatUidSet,
   internalDateMs,
+  mailboxStatus,
   searchAllUids,
   selectIfExists,
   streamBodies,
@@ -46,15 +47,19 @@ export interface SearchedMailbox {
 const FETCH_BATCH_MAX_MESSAGES = 5_000;
 
 /**
- * A page this deep or shallower has the dates of each mailbox's newest offset + limit read while
- * the mailbox is selected for its search, so merging the page selects nothing again.
+ * Up to this many of a mailbox's newest offset + limit have their dates read while it is
+ * selected for its search (all of a small mailbox's), so merging the page selects it not again.
  */
 const EAGER_DATES_MAX_MESSAGES = 1_000;
 
 /** Dates one round of the search for a time range's edge reads, spread over what is left. */
 const EDGE_PROBES = 64;
 
-/** SINCE and BEFORE compare dates in a zone the server picks: ask a day wider, then compare. */
+/**
+ * How much wider than the query the server's time criteria are: SINCE and BEFORE compare whole
+ * days in a zone the server picks, and WITHIN counts from the server's clock, which may be off
+ * from ours. The edges are then found exactly from dates.
+ */
 const SEARCH_DATE_MARGIN_MS = 86_400_000;
 
 /** One mailbox's matches, in ARRIVAL order (oldest first), and the dates read so far. */
@@ -72,10 +77,16 @@ interface Candidate {
 }
 
 /**
- * The SORT criteria of a query. The place is the mailbox. The time is a superset (whole days,
- * a day wider, in whatever zone the server compares) made exact by the dates of the edges.
+ * The SORT criteria of a query. The place is the mailbox. The time is a superset, made exact by
+ * the dates of the edges: with WITHIN (RFC 5032) `YOUNGER`/`OLDER` seconds from the server's
+ * now, which Dovecot compares from its index (SINCE and BEFORE, in whole days, took it 0.5 s
+ * more for 100,000 messages); the range a day wider either way.
  */
-export function searchCriteria(query: SearchQuery): ImapAttribute[] {
+export function searchCriteria(
+  query: SearchQuery,
+  within: boolean,
+  nowMs: number,
+): ImapAttribute[] {
   const criteria: ImapAttribute[] = [atom('UNDELETED')];
   if (query.key !== undefined) {
     criteria.push(atom('HEADER'), atom(HEADER.key), quoted(query.key));
@@ -91,13 +102,25 @@ export function searchCriteria(query: SearchQuery): ImapAttribute[] {
       [atom('HEADER'), atom(ORIGINAL_ID_HEADER), quoted(query.id)],
     );
   }
-  if (query.since !== undefined) {
-    const day = new Date(query.since.getTime() - SEARCH_DATE_MARGIN_MS);
-    criteria.push(atom('SINCE'), atom(formatSearchDate(day)));
+
+  const since = query.since && query.since.getTime() - SEARCH_DATE_MARGIN_MS;
+  const before = query.before && query.before.getTime() + SEARCH_DATE_MARGIN_MS;
+  if (within) {
+    // An interval is 1 second or more: a range reaching past now needs no bound there.
+    const secondsAgo = (atMs: number) => Math.floor((nowMs - atMs) / 1000);
+    if (since !== undefined) {
+      criteria.push(atom('YOUNGER'), atom(String(Math.max(1, secondsAgo(since)))));
+    }
+    if (before !== undefined && secondsAgo(before) >= 1) {
+      criteria.push(atom('OLDER'), atom(String(secondsAgo(before))));
+    }
+    return criteria;
   }
-  if (query.before !== undefined) {
-    const day = new Date(query.before.getTime() + SEARCH_DATE_MARGIN_MS);
-    criteria.push(atom('BEFORE'), atom(formatSearchDate(day)));
+  if (since !== undefined) {
+    criteria.push(atom('SINCE'), atom(formatSearchDate(new Date(since))));
+  }
+  if (before !== undefined) {
+    criteria.push(atom('BEFORE'), atom(formatSearchDate(new Date(before))));
   }
   return criteria;
 }
@@ -108,13 +131,13 @@ export async function searchMailboxes(
   query: SearchQuery,
   page: ResolvedPage,
 ): Promise<SearchPage> {
-  const criteria = searchCriteria(query);
+  const criteria = searchCriteria(query, client.capabilities.has('WITHIN'), Date.now());
   const newest = page.offset + page.limit;
 
   // Each mailbox is narrowed while it is selected: by the server, then the time's edges, the
   // exact id and key, and last the bodies, the dearest to read.
   const found: Matches[] = [];
-  for (const [order, source] of mailboxes.entries()) {
+  for (const { source, order } of await smallestFirst(client, mailboxes)) {
     if (!(await selectMailbox(client, source.mailbox))) {
       continue;
     }
@@ -130,7 +153,7 @@ export async function searchMailboxes(
       continue;
     }
     const dates =
-      newest <= EAGER_DATES_MAX_MESSAGES && mailboxes.length > 1
+      Math.min(uids.length, newest) <= EAGER_DATES_MAX_MESSAGES && mailboxes.length > 1
         ? await internalDates(client, uids.slice(-newest))
         : new Map<number, number>();
     found.push({ source, order, uids, dates });
@@ -194,6 +217,28 @@ async function pageOf(
 
   const skipped = offset - windows.reduce((sum, { before }) => sum + before, 0);
   return merged.slice(skipped, skipped + limit);
+}
+
+/**
+ * The mailboxes that exist, the largest last: it stays selected for merging the page and
+ * fetching its texts (selecting 100,000 messages again costs Dovecot about 0.1 s, and reading
+ * a text the first time after that as much again). STATUS costs it under a millisecond.
+ */
+async function smallestFirst(
+  client: ImapFlow,
+  mailboxes: SearchedMailbox[],
+): Promise<Array<{ source: SearchedMailbox; order: number; messages: number }>> {
+  const sized: Array<{ source: SearchedMailbox; order: number; messages: number }> = [];
+  for (const [order, source] of mailboxes.entries()) {
+    const selected = client.mailbox && client.mailbox.path === source.mailbox;
+    const messages = selected
+      ? (client.mailbox as { exists: number }).exists
+      : (await mailboxStatus(client, source.mailbox))?.messages;
+    if (messages !== undefined && messages > 0) {
+      sized.push({ source, order, messages });
+    }
+  }
+  return sized.sort((a, b) => a.messages - b.messages || a.order - b.order);
 }
 
 /** The matches of `criteria` in the selected mailbox, in ARRIVAL order (oldest first). */
