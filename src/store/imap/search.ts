@@ -52,6 +52,13 @@ const FETCH_BATCH_MAX_MESSAGES = 5_000;
  */
 const EAGER_DATES_MAX_MESSAGES = 1_000;
 
+/**
+ * A page this shallow (offset + limit) has the texts of the newest of the mailbox selected
+ * before the search read first, while it is still selected: Dovecot reads a Maildir's list of
+ * 100,000 files again (about 0.25 s) the first time a text is read after each SELECT.
+ */
+const EAGER_TEXTS_MAX_MESSAGES = 100;
+
 /** Dates one round of the search for a time range's edge reads, spread over what is left. */
 const EDGE_PROBES = 64;
 
@@ -75,6 +82,9 @@ interface Candidate {
   source: SearchedMailbox;
   uid: number;
 }
+
+/** Message texts read, by mailbox and UID (textKey). */
+type Texts = Map<string, { raw: Buffer; storedAt: Date }>;
 
 /**
  * The SORT criteria of a query. The place is the mailbox. The time is a superset, made exact by
@@ -137,7 +147,10 @@ export async function searchMailboxes(
   // Each mailbox is narrowed while it is selected: by the server, then the time's edges, the
   // exact id and key, and last the bodies, the dearest to read.
   const found: Matches[] = [];
-  for (const { source, order } of await smallestFirst(client, mailboxes)) {
+  const texts: Texts = new Map();
+  const shallow = newest <= EAGER_TEXTS_MAX_MESSAGES;
+  const selectedBefore = client.mailbox ? client.mailbox.path : undefined;
+  for (const { source, order } of await visitOrder(client, mailboxes, shallow)) {
     if (!(await selectMailbox(client, source.mailbox))) {
       continue;
     }
@@ -152,16 +165,24 @@ export async function searchMailboxes(
     if (uids.length === 0) {
       continue;
     }
-    const dates =
-      Math.min(uids.length, newest) <= EAGER_DATES_MAX_MESSAGES && mailboxes.length > 1
-        ? await internalDates(client, uids.slice(-newest))
-        : new Map<number, number>();
+    let dates = new Map<number, number>();
+    if (shallow && source.mailbox === selectedBefore) {
+      await readTexts(client, source, uids.slice(-newest), texts);
+      dates = new Map(
+        uids.slice(-newest).flatMap((uid) => {
+          const text = texts.get(textKey(source, uid));
+          return text === undefined ? [] : [[uid, text.storedAt.getTime()] as const];
+        }),
+      );
+    } else if (Math.min(uids.length, newest) <= EAGER_DATES_MAX_MESSAGES && mailboxes.length > 1) {
+      dates = await internalDates(client, uids.slice(-newest));
+    }
     found.push({ source, order, uids, dates });
   }
 
   const total = found.reduce((sum, { uids }) => sum + uids.length, 0);
   const chosen = await pageOf(client, found, total, page);
-  return { total, hits: await fetchHits(client, chosen) };
+  return { total, hits: await fetchHits(client, chosen, texts) };
 }
 
 /**
@@ -220,13 +241,16 @@ async function pageOf(
 }
 
 /**
- * The mailboxes that exist, the largest last: it stays selected for merging the page and
- * fetching its texts (selecting 100,000 messages again costs Dovecot about 0.1 s, and reading
- * a text the first time after that as much again). STATUS costs it under a millisecond.
+ * The mailboxes that exist, in the order they are searched: the largest last, so it stays
+ * selected for merging the page and fetching its texts (selecting 100,000 messages again costs
+ * Dovecot about 0.1 s, and reading a text the first time after that 0.25 s); but for a shallow
+ * page the one selected already first, whose texts are then read before it is left. STATUS
+ * costs Dovecot under a millisecond.
  */
-async function smallestFirst(
+async function visitOrder(
   client: ImapFlow,
   mailboxes: SearchedMailbox[],
+  shallow: boolean,
 ): Promise<Array<{ source: SearchedMailbox; order: number; messages: number }>> {
   const sized: Array<{ source: SearchedMailbox; order: number; messages: number }> = [];
   for (const [order, source] of mailboxes.entries()) {
@@ -238,7 +262,11 @@ async function smallestFirst(
       sized.push({ source, order, messages });
     }
   }
-  return sized.sort((a, b) => a.messages - b.messages || a.order - b.order);
+  sized.sort((a, b) => a.messages - b.messages || a.order - b.order);
+
+  const selected = client.mailbox ? client.mailbox.path : undefined;
+  const first = shallow ? sized.findIndex(({ source }) => source.mailbox === selected) : -1;
+  return first === -1 ? sized : [...sized.splice(first, 1), ...sized];
 }
 
 /** The matches of `criteria` in the selected mailbox, in ARRIVAL order (oldest first). */
@@ -373,34 +401,58 @@ async function internalDates(client: ImapFlow, uids: number[]): Promise<Map<numb
   return dated;
 }
 
-/** The texts of the chosen messages, in the order chosen; gone ones are left out. */
-async function fetchHits(client: ImapFlow, chosen: Candidate[]): Promise<SearchHit[]> {
+/** Reads the texts and dates of these UIDs of the selected mailbox into `texts`. */
+async function readTexts(
+  client: ImapFlow,
+  source: SearchedMailbox,
+  uids: number[],
+  texts: Texts,
+): Promise<void> {
+  if (uids.length === 0) {
+    return;
+  }
+  const fetched = await client.fetchAll(
+    formatUidSet(uids),
+    { uid: true, internalDate: true, source: true },
+    { uid: true },
+  );
+  for (const message of fetched) {
+    if (message.source) {
+      const storedAt = new Date(internalDateMs(message.internalDate));
+      texts.set(textKey(source, message.uid), { raw: message.source, storedAt });
+    }
+  }
+}
+
+function textKey(source: SearchedMailbox, uid: number): string {
+  return `${source.mailbox}\u0000${uid}`;
+}
+
+/**
+ * The texts of the chosen messages, in the order chosen, from `texts` or read now; gone ones
+ * are left out.
+ */
+async function fetchHits(
+  client: ImapFlow,
+  chosen: Candidate[],
+  texts: Texts,
+): Promise<SearchHit[]> {
   const byMailbox = new Map<SearchedMailbox, number[]>();
   for (const { source, uid } of chosen) {
-    byMailbox.set(source, [...(byMailbox.get(source) ?? []), uid]);
+    if (!texts.has(textKey(source, uid))) {
+      byMailbox.set(source, [...(byMailbox.get(source) ?? []), uid]);
+    }
   }
 
-  const texts = new Map<string, { raw: Buffer; storedAt: Date }>();
   const visits = [...byMailbox].map(([source, uids]) => ({ source, uids }));
   for (const { source, uids } of selectedFirst(client, visits)) {
-    if (!(await selectMailbox(client, source.mailbox))) {
-      continue;
-    }
-    const fetched = await client.fetchAll(
-      formatUidSet(uids),
-      { uid: true, internalDate: true, source: true },
-      { uid: true },
-    );
-    for (const message of fetched) {
-      if (message.source) {
-        const storedAt = new Date(internalDateMs(message.internalDate));
-        texts.set(`${source.mailbox}\u0000${message.uid}`, { raw: message.source, storedAt });
-      }
+    if (await selectMailbox(client, source.mailbox)) {
+      await readTexts(client, source, uids, texts);
     }
   }
 
   return chosen.flatMap(({ source, uid }) => {
-    const text = texts.get(`${source.mailbox}\u0000${uid}`);
+    const text = texts.get(textKey(source, uid));
     if (text === undefined) {
       return [];
     }
