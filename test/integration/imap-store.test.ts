@@ -12,6 +12,7 @@ import { LeaseLostError, isMailbusError } from '../../src/errors.js';
 import type { MailbusError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { ACTIVE_POLL_WINDOW_MS } from '../../src/store/imap/claimer.js';
+import { appendMessages } from '../../src/store/imap/commands.js';
 import { RECONNECT_MAX_DELAY_MS } from '../../src/store/imap/connection.js';
 import { heartbeatMessage } from '../../src/store/imap/lease.js';
 import { ImapStore } from '../../src/store/imap/imap-store.js';
@@ -1074,6 +1075,60 @@ describe('IMAP leases, schedules and folders on Dovecot', () => {
       total: 6,
       ids: [w5, w4],
     });
+  });
+
+  it('pages deep into two large mailboxes exactly, ties across them in mailbox order', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-deep');
+    await store.subscribe(topic, 'default');
+    // 3,000 waiting and 3,000 handled messages whose dates interleave, three or five a second,
+    // so ties fall within and across the mailboxes: too many to merge them all for a deep page.
+    const base = Math.floor(Date.now() / 1000) * 1000 - 86_400_000;
+    const stored: Array<{ id: string; storedAtMs: number; uid: number; order: number }> = [];
+    const client = await inspector();
+    try {
+      await client.mailboxCreate(`${topic}.default.Archive`).catch(() => undefined);
+      for (const [order, mailbox, perSecond] of [
+        [0, `${topic}.default`, 3],
+        [1, `${topic}.default.Archive`, 5],
+      ] as const) {
+        const count = 3_000;
+        const messages = await compose(
+          topic,
+          Array.from({ length: count }, (_, n) => ({ payload: { order, n } })),
+        );
+        const dates = messages.map((_, n) => base + Math.floor((n * 5) / perSecond) * 1000);
+        const uids = await appendMessages(
+          client,
+          mailbox,
+          messages.map((message, n) => ({
+            raw: message.raw,
+            flags: [],
+            internalDate: new Date(dates[n] as number),
+          })),
+        );
+        messages.forEach((message, n) =>
+          stored.push({ id: message.id, storedAtMs: dates[n] as number, uid: uids![n]!, order }),
+        );
+      }
+    } finally {
+      await client.logout();
+    }
+    stored.sort((a, b) => b.storedAtMs - a.storedAtMs || b.uid - a.uid || a.order - b.order);
+
+    for (const [offset, limit] of [
+      [0, 10],
+      [2_999, 25],
+      [3_000, 25],
+      [4_321, 7],
+      [5_990, 25],
+    ] as const) {
+      const found = await store.search({ topic, group: 'default' }, { offset, limit });
+      expect(found.total).toBe(6_000);
+      expect(found.hits.map((hit) => idOfRaw(hit.raw))).toEqual(
+        stored.slice(offset, offset + limit).map(({ id }) => id),
+      );
+    }
   });
 
   it('lists in-flight messages across consumers, and purges by exact INTERNALDATE', async () => {

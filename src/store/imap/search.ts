@@ -59,6 +59,15 @@ const EAGER_DATES_MAX_MESSAGES = 1_000;
  */
 const EAGER_TEXTS_MAX_MESSAGES = 100;
 
+/**
+ * A mailbox too large for its dates to be read for a deep page has the dates of this many of its
+ * matches read instead, evenly spread: they bound where the page can start in it.
+ */
+const SAMPLED_DATES = 256;
+
+/** Windows of a page this large in all are narrowed by the sampled dates before being read. */
+const WINDOWS_MAX_MESSAGES = 5_000;
+
 /** Dates one round of the search for a time range's edge reads, spread over what is left. */
 const EDGE_PROBES = 64;
 
@@ -174,8 +183,13 @@ export async function searchMailboxes(
           return text === undefined ? [] : [[uid, text.storedAt.getTime()] as const];
         }),
       );
-    } else if (Math.min(uids.length, newest) <= EAGER_DATES_MAX_MESSAGES && mailboxes.length > 1) {
-      dates = await internalDates(client, uids.slice(-newest));
+    } else if (mailboxes.length > 1) {
+      dates = await internalDates(
+        client,
+        Math.min(uids.length, newest) <= EAGER_DATES_MAX_MESSAGES
+          ? uids.slice(-newest)
+          : spread(uids, SAMPLED_DATES),
+      );
     }
     found.push({ source, order, uids, dates });
   }
@@ -210,12 +224,20 @@ async function pageOf(
       .map((uid) => ({ source, uid }));
   }
 
-  const windows = found.map((matches) => {
+  let bounds = found.map(({ uids }) => ({
+    least: Math.max(0, offset - (total - uids.length)),
+    most: Math.min(uids.length, offset),
+  }));
+  const width = bounds.reduce((sum, { least, most }) => sum + most - least + limit, 0);
+  if (width > WINDOWS_MAX_MESSAGES) {
+    bounds = narrowedBounds(found, offset, bounds);
+  }
+  const windows = found.map((matches, i) => {
     const count = matches.uids.length;
-    const first = Math.max(0, offset - (total - count));
-    const last = Math.min(count, Math.min(count, offset) + limit);
-    // Newest ranks [first, last) are array indexes [count - last, count - first).
-    return { matches, before: first, uids: matches.uids.slice(count - last, count - first) };
+    const { least, most } = bounds[i] as { least: number; most: number };
+    const last = Math.min(count, most + limit);
+    // Newest ranks [least, last) are array indexes [count - last, count - least).
+    return { matches, before: least, uids: matches.uids.slice(count - last, count - least) };
   });
 
   const merged: Array<Candidate & { storedAtMs: number; order: number }> = [];
@@ -238,6 +260,90 @@ async function pageOf(
 
   const skipped = offset - windows.reduce((sum, { before }) => sum + before, 0);
   return merged.slice(skipped, skipped + limit);
+}
+
+/** A message's place in the merged order: newer dates first, then higher UIDs, then mailboxes. */
+interface OrderKey {
+  storedAtMs: number;
+  uid: number;
+  order: number;
+}
+
+function isAhead(a: OrderKey, b: OrderKey): boolean {
+  return (b.storedAtMs - a.storedAtMs || b.uid - a.uid || a.order - b.order) < 0;
+}
+
+/**
+ * Narrower bounds on how many of each mailbox's newest come before the page (at offset), from
+ * the dates read of some of them (samples). For a sampled message x, the messages of mailbox j
+ * ahead of x number at least (the rank of j's last sample ahead of x) + 1 and at most the rank
+ * of j's first sample behind it; added up, they bound x's place. A sample surely before the page
+ * raises every mailbox's least count to its messages surely ahead of it (and its own mailbox's
+ * past it); a sample surely on or after the page lowers every most count to those possibly
+ * ahead of it. With S samples a mailbox, the bounds end about 4 T / S apart in all.
+ */
+function narrowedBounds(
+  found: Matches[],
+  offset: number,
+  bounds: Array<{ least: number; most: number }>,
+): Array<{ least: number; most: number }> {
+  // Each mailbox's dated messages by newest-first rank.
+  const samples = found.map((matches) => {
+    const dated: Array<{ rank: number; key: OrderKey }> = [];
+    for (let rank = 0; rank < matches.uids.length; rank += 1) {
+      const uid = matches.uids[matches.uids.length - 1 - rank] as number;
+      const storedAtMs = matches.dates.get(uid);
+      if (storedAtMs !== undefined) {
+        dated.push({ rank, key: { storedAtMs, uid, order: matches.order } });
+      }
+    }
+    return dated;
+  });
+  const aheadBounds = (j: number, x: OrderKey) => {
+    let least = 0;
+    let most = (found[j] as Matches).uids.length;
+    for (const { rank, key } of samples[j] as Array<{ rank: number; key: OrderKey }>) {
+      if (isAhead(key, x)) {
+        least = rank + 1;
+      } else {
+        most = rank;
+        break;
+      }
+    }
+    return { least, most };
+  };
+
+  const narrowed = bounds.map((bound) => ({ ...bound }));
+  for (const [i, dated] of samples.entries()) {
+    for (const { rank, key } of dated) {
+      const ahead = found.map((_, j) =>
+        j === i ? { least: rank, most: rank } : aheadBounds(j, key),
+      );
+      const placeMost = ahead.reduce((sum, { most }) => sum + most, 0);
+      const placeLeast = ahead.reduce((sum, { least }) => sum + least, 0);
+      if (placeMost < offset) {
+        ahead.forEach(({ least }, j) => {
+          const bound = narrowed[j] as { least: number; most: number };
+          bound.least = Math.max(bound.least, j === i ? rank + 1 : least);
+        });
+      } else if (placeLeast >= offset) {
+        ahead.forEach(({ most }, j) => {
+          const bound = narrowed[j] as { least: number; most: number };
+          bound.most = Math.min(bound.most, most);
+        });
+      }
+    }
+  }
+  return narrowed;
+}
+
+/** `count` of these UIDs evenly spread, the first and the last among them. */
+function spread(uids: number[], count: number): number[] {
+  if (uids.length <= count) {
+    return uids;
+  }
+  const step = (uids.length - 1) / (count - 1);
+  return Array.from({ length: count }, (_, i) => uids[Math.round(i * step)] as number);
 }
 
 /**
