@@ -398,6 +398,9 @@ async function withinTimeRange(
   uids: number[],
   query: SearchQuery,
 ): Promise<number[]> {
+  if (query.since === undefined && query.before === undefined) {
+    return uids;
+  }
   const start =
     query.since === undefined ? 0 : await firstStoredFrom(client, uids, query.since.getTime());
   const end =
