@@ -1131,6 +1131,51 @@ describe('IMAP leases, schedules and folders on Dovecot', () => {
     }
   });
 
+  it('counts free text exactly past one FETCH of bodies, narrowed by a time range first', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-text');
+    await store.subscribe(topic, 'default');
+    // More bodies than one FETCH names (5,000); one in 1,000 mentions the word, in any case.
+    const base = Math.floor(Date.now() / 1000) * 1000 - 3_600_000;
+    const messages = await compose(
+      topic,
+      Array.from({ length: 5_500 }, (_, n) => ({
+        payload: {
+          n,
+          note: n % 1_000 === 7 ? `a Needle-${Math.floor(n / 1_000) % 2} here` : 'hay',
+        },
+      })),
+    );
+    const client = await inspector();
+    try {
+      await appendMessages(
+        client,
+        `${topic}.default`,
+        messages.map((message, n) => ({
+          raw: message.raw,
+          flags: [],
+          internalDate: new Date(base + n * 1000),
+        })),
+      );
+    } finally {
+      await client.logout();
+    }
+    const idsOf = (ns: number[]) => ns.map((n) => messages[n]!.id);
+
+    const found = await store.search({ topic, text: 'NEEDLE' }, { limit: 3 });
+    expect(found.total).toBe(6);
+    expect(found.hits.map((hit) => idOfRaw(hit.raw))).toEqual(idsOf([5_007, 4_007, 3_007]));
+    const odd = await store.search({ topic, text: 'needle-1' });
+    expect(odd.hits.map((hit) => idOfRaw(hit.raw))).toEqual(idsOf([5_007, 3_007, 1_007]));
+    const timed = await store.search({
+      topic,
+      text: 'needle',
+      since: new Date(base + 1_007_000),
+      before: new Date(base + 4_007_000),
+    });
+    expect(timed.hits.map((hit) => idOfRaw(hit.raw))).toEqual(idsOf([3_007, 2_007, 1_007]));
+  });
+
   it('lists in-flight messages across consumers, and purges by exact INTERNALDATE', async () => {
     const store = await openStore();
     const topic = uniqueTopic('imap-folders');
