@@ -1176,6 +1176,20 @@ describe('IMAP leases, schedules and folders on Dovecot', () => {
     expect(timed.hits.map((hit) => idOfRaw(hit.raw))).toEqual(idsOf([3_007, 2_007, 1_007]));
   });
 
+  it('searches a header value that is not ASCII, which SORT must be told is UTF-8', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-utf8');
+    await store.subscribe(topic, 'default');
+    const [zurich, bern] = await compose(topic, [
+      { payload: { n: 1 }, headers: { 'X-Region': 'Zürich' } },
+      { payload: { n: 2 }, headers: { 'X-Region': 'Bern' } },
+    ]);
+    await store.append(topic, [zurich!, bern!]);
+
+    const found = await store.search({ topic, header: { name: 'X-Region', value: 'zürich' } });
+    expect(found.hits.map((hit) => idOfRaw(hit.raw))).toEqual([zurich!.id]);
+  });
+
   it('lists in-flight messages across consumers, and purges by exact INTERNALDATE', async () => {
     const store = await openStore();
     const topic = uniqueTopic('imap-folders');

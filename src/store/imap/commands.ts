@@ -519,7 +519,7 @@ export async function allUidsByArrival(
   if (!caps.has('SORT')) {
     return undefined;
   }
-  const keys = [[atom('ARRIVAL')], atom('US-ASCII'), ...criteria];
+  const keys = [[atom('ARRIVAL')], atom(charsetOf(criteria)), ...criteria];
   let uids: number[] = [];
 
   if (caps.has('ESORT')) {
@@ -541,6 +541,18 @@ export async function allUidsByArrival(
     },
   });
   return uids;
+}
+
+/** The charset a SORT or SEARCH must name for these criteria: UTF-8 once a string is not ASCII. */
+export function charsetOf(criteria: ImapAttribute[]): 'US-ASCII' | 'UTF-8' {
+  const ascii = (attribute: ImapAttribute): boolean => {
+    if (Array.isArray(attribute)) {
+      return attribute.every(ascii);
+    }
+    const value = attribute?.value;
+    return typeof value !== 'string' || /^[\x00-\x7f]*$/.test(value);
+  };
+  return criteria.every(ascii) ? 'US-ASCII' : 'UTF-8';
 }
 
 /**

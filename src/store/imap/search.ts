@@ -19,6 +19,7 @@ import type { ResolvedPage } from '../search.js';
 import type { MessageState, SearchHit, SearchPage, SearchQuery } from '../store.js';
 import {
   allUidsByArrival,
+  charsetOf,
   formatSearchDate,
   formatUidSet,
   internalDateMs,
@@ -383,7 +384,8 @@ async function byArrival(client: ImapFlow, criteria: ImapAttribute[]): Promise<n
   }
 
   // A server without SORT: every match's date, sorted here.
-  const dates = await internalDates(client, await searchAllUids(client, criteria));
+  const charset = charsetOf(criteria) === 'UTF-8' ? [atom('CHARSET'), atom('UTF-8')] : [];
+  const dates = await internalDates(client, await searchAllUids(client, [...charset, ...criteria]));
   return [...dates].sort(([uidA, a], [uidB, b]) => a - b || uidA - uidB).map(([uid]) => uid);
 }
 
