@@ -550,7 +550,7 @@ export function charsetOf(criteria: ImapAttribute[]): 'US-ASCII' | 'UTF-8' {
       return attribute.every(ascii);
     }
     const value = attribute?.value;
-    return typeof value !== 'string' || /^[\x00-\x7f]*$/.test(value);
+    return typeof value !== 'string' || Buffer.byteLength(value, 'utf8') === value.length;
   };
   return criteria.every(ascii) ? 'US-ASCII' : 'UTF-8';
 }
