@@ -16,6 +16,8 @@ import { DeadLetterError } from '../src/consumer/errors.js';
 import type { SearchQuery } from '../src/store/store.js';
 import type { MailServers } from '../test/servers/mail-servers.js';
 import { machine, storageOf } from './environment.js';
+import { rawLimits } from './imap-limits.js';
+import type { RawLimit } from './imap-limits.js';
 import { now } from './timing.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -167,7 +169,8 @@ async function benchStore(
   store: string,
   options: ConnectOptions,
   count: number,
-): Promise<{ figures: Figures[]; fill: string }> {
+  limitsOf?: (waitingMailbox: string) => Promise<RawLimit[]>,
+): Promise<{ figures: Figures[]; fill: string; limits: RawLimit[] }> {
   const bus = await connect(options);
   try {
     const topic = `search-${Date.now().toString(36)}`;
@@ -178,7 +181,13 @@ async function benchStore(
       `${count} published in ${filled.publishSeconds.toFixed(1)} s, ` +
       `${handled} handled and ${deadLettered} dead in ${filled.consumeSeconds.toFixed(1)} s`;
     log(`${store}: ${fillText}`);
-    return { figures: await timeSearches(store, bus, topic, filled, count), fill: fillText };
+    const figures = await timeSearches(store, bus, topic, filled, count);
+    // After the searches, so the server's caches are as warm as for their second runs.
+    const limits = limitsOf ? await limitsOf(`${topic}.${GROUP}`) : [];
+    for (const limit of limits) {
+      log(`  raw: ${limit.what}: ${limit.ms} ms, ${limit.bytes} bytes`);
+    }
+    return { figures, fill: fillText, limits };
   } finally {
     await bus.close();
   }
@@ -222,6 +231,7 @@ async function main(): Promise<void> {
   let servers: MailServers | undefined;
   const figures: Figures[] = [];
   const fills: string[] = [];
+  const limits: RawLimit[] = [];
   try {
     if (stores.includes('maildir')) {
       const root = path.join(workDir, 'maildir');
@@ -240,8 +250,11 @@ async function main(): Promise<void> {
         password: info.password,
         tlsCaFile: info.caFile,
       };
-      const result = await benchStore('imap', options, count);
+      const result = await benchStore('imap', options, count, (mailbox) =>
+        rawLimits(info, mailbox),
+      );
       figures.push(...result.figures);
+      limits.push(...result.limits);
       fills.push(`imap (Dovecot, ${storageOf(info.maildir)}): ${result.fill}`);
     }
   } finally {
@@ -254,6 +267,9 @@ async function main(): Promise<void> {
     for (const row of figures) {
       process.stdout.write(`${JSON.stringify({ type: 'search', messages: count, ...row })}\n`);
     }
+    for (const limit of limits) {
+      process.stdout.write(`${JSON.stringify({ type: 'raw-limit', messages: count, ...limit })}\n`);
+    }
     return;
   }
   process.stdout.write(
@@ -264,6 +280,16 @@ async function main(): Promise<void> {
       '',
       table(figures, stores),
       '',
+      ...(limits.length === 0
+        ? []
+        : [
+            'Raw limits: Dovecot alone, on the waiting mailbox, a plain socket counting bytes',
+            '',
+            '| work | ms | bytes |',
+            '| --- | --- | --- |',
+            ...limits.map((limit) => `| ${limit.what} | ${limit.ms} | ${limit.bytes} |`),
+            '',
+          ]),
     ].join('\n'),
   );
 }

@@ -12,11 +12,12 @@ import { LeaseLostError, isMailbusError } from '../../src/errors.js';
 import type { MailbusError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { ACTIVE_POLL_WINDOW_MS } from '../../src/store/imap/claimer.js';
+import { appendMessages } from '../../src/store/imap/commands.js';
 import { RECONNECT_MAX_DELAY_MS } from '../../src/store/imap/connection.js';
 import { heartbeatMessage } from '../../src/store/imap/lease.js';
 import { ImapStore } from '../../src/store/imap/imap-store.js';
 import { CONSUMERS_SEEN_MS } from '../../src/store/store.js';
-import type { Claim, Claimer, Store } from '../../src/store/store.js';
+import type { Claim, Claimer, SearchQuery, Store } from '../../src/store/store.js';
 import { imapConfig, mailServers } from '../support/imap.js';
 import { compose, describeStoreConformance, uniqueTopic } from '../support/store-conformance.js';
 
@@ -1041,6 +1042,187 @@ describe('IMAP leases, schedules and folders on Dovecot', () => {
     expect(await page(1, 1)).toEqual({ total: 4, ids: [three] });
     expect(await page(0, 3)).toEqual({ total: 4, ids: [four, three, two] });
     expect(await page(3, 25)).toEqual({ total: 4, ids: [one] });
+  });
+
+  it('orders a search by INTERNALDATE, ties of one second by UID, and pages deep exactly', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-ties');
+    await store.subscribe(topic, 'default');
+    const messages = await compose(
+      topic,
+      [1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => ({ payload: { n } })),
+    );
+    const [w1, w2, w3, w4, w5, w6, late, early, mid] = messages.map((message) => message.id);
+    // Six waiting messages of one second (as a MULTIAPPEND stores them), and handled ones
+    // moved there later with the dates they were first stored at, before and after those.
+    const second = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000);
+    const at = (offsetMs: number) => new Date(second.getTime() + offsetMs);
+    const client = await inspector();
+    try {
+      for (const message of messages.slice(0, 6)) {
+        await client.append(`${topic}.default`, message.raw, [], second);
+      }
+      await client.mailboxCreate(`${topic}.default.Archive`).catch(() => undefined);
+      for (const [message, date] of [
+        [messages[6], at(5_000)],
+        [messages[7], at(-5_000)],
+        [messages[8], at(2_000)],
+      ] as const) {
+        await client.append(`${topic}.default.Archive`, message!.raw, [], date);
+      }
+    } finally {
+      await client.logout();
+    }
+
+    const search = async (query: Omit<SearchQuery, 'topic'>, offset = 0, limit = 25) => {
+      const found = await store.search({ topic, ...query }, { offset, limit });
+      return { total: found.total, ids: found.hits.map((hit) => idOfRaw(hit.raw)) };
+    };
+    const newestFirst = [late, mid, w6, w5, w4, w3, w2, w1, early];
+    expect(await search({ group: 'default' })).toEqual({ total: 9, ids: newestFirst });
+    for (const [offset, limit] of [
+      [0, 3],
+      [2, 2],
+      [4, 3],
+      [7, 5],
+      [9, 1],
+    ] as const) {
+      expect(await search({ group: 'default' }, offset, limit)).toEqual({
+        total: 9,
+        ids: newestFirst.slice(offset, offset + limit),
+      });
+    }
+    // One mailbox is in date order too (handled in the order published), not in UID order.
+    expect(await search({ states: ['handled'] })).toEqual({ total: 3, ids: [late, mid, early] });
+
+    // Whole seconds: a message stored in the second `second` is at its start.
+    expect(await search({ since: second, before: at(1) })).toMatchObject({ total: 6 });
+    expect(await search({ since: at(1), before: at(5_000) })).toEqual({ total: 1, ids: [mid] });
+    expect(await search({ since: at(1), before: at(5_001) })).toEqual({
+      total: 2,
+      ids: [late, mid],
+    });
+    expect(await search({ since: at(-5_000), before: second })).toEqual({
+      total: 1,
+      ids: [early],
+    });
+    expect(await search({ since: at(-4_999), before: at(2_000) }, 1, 2)).toEqual({
+      total: 6,
+      ids: [w5, w4],
+    });
+  });
+
+  it('pages deep into two large mailboxes exactly, ties across them in mailbox order', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-deep');
+    await store.subscribe(topic, 'default');
+    // 3,000 waiting and 3,000 handled messages whose dates interleave, three or five a second,
+    // so ties fall within and across the mailboxes: too many to merge them all for a deep page.
+    const base = Math.floor(Date.now() / 1000) * 1000 - 86_400_000;
+    const stored: Array<{ id: string; storedAtMs: number; uid: number; order: number }> = [];
+    const client = await inspector();
+    try {
+      await client.mailboxCreate(`${topic}.default.Archive`).catch(() => undefined);
+      for (const [order, mailbox, perSecond] of [
+        [0, `${topic}.default`, 3],
+        [1, `${topic}.default.Archive`, 5],
+      ] as const) {
+        const count = 3_000;
+        const messages = await compose(
+          topic,
+          Array.from({ length: count }, (_, n) => ({ payload: { order, n } })),
+        );
+        const dates = messages.map((_, n) => base + Math.floor((n * 5) / perSecond) * 1000);
+        const uids = await appendMessages(
+          client,
+          mailbox,
+          messages.map((message, n) => ({
+            raw: message.raw,
+            flags: [],
+            internalDate: new Date(dates[n] as number),
+          })),
+        );
+        messages.forEach((message, n) =>
+          stored.push({ id: message.id, storedAtMs: dates[n] as number, uid: uids![n]!, order }),
+        );
+      }
+    } finally {
+      await client.logout();
+    }
+    stored.sort((a, b) => b.storedAtMs - a.storedAtMs || b.uid - a.uid || a.order - b.order);
+
+    for (const [offset, limit] of [
+      [0, 10],
+      [2_999, 25],
+      [3_000, 25],
+      [4_321, 7],
+      [5_990, 25],
+    ] as const) {
+      const found = await store.search({ topic, group: 'default' }, { offset, limit });
+      expect(found.total).toBe(6_000);
+      expect(found.hits.map((hit) => idOfRaw(hit.raw))).toEqual(
+        stored.slice(offset, offset + limit).map(({ id }) => id),
+      );
+    }
+  });
+
+  it('counts free text exactly past one FETCH of bodies, narrowed by a time range first', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-text');
+    await store.subscribe(topic, 'default');
+    // More bodies than one FETCH names (5,000); one in 1,000 mentions the word, in any case.
+    const base = Math.floor(Date.now() / 1000) * 1000 - 3_600_000;
+    const messages = await compose(
+      topic,
+      Array.from({ length: 5_500 }, (_, n) => ({
+        payload: {
+          n,
+          note: n % 1_000 === 7 ? `a Needle-${Math.floor(n / 1_000) % 2} here` : 'hay',
+        },
+      })),
+    );
+    const client = await inspector();
+    try {
+      await appendMessages(
+        client,
+        `${topic}.default`,
+        messages.map((message, n) => ({
+          raw: message.raw,
+          flags: [],
+          internalDate: new Date(base + n * 1000),
+        })),
+      );
+    } finally {
+      await client.logout();
+    }
+    const idsOf = (ns: number[]) => ns.map((n) => messages[n]!.id);
+
+    const found = await store.search({ topic, text: 'NEEDLE' }, { limit: 3 });
+    expect(found.total).toBe(6);
+    expect(found.hits.map((hit) => idOfRaw(hit.raw))).toEqual(idsOf([5_007, 4_007, 3_007]));
+    const odd = await store.search({ topic, text: 'needle-1' });
+    expect(odd.hits.map((hit) => idOfRaw(hit.raw))).toEqual(idsOf([5_007, 3_007, 1_007]));
+    const timed = await store.search({
+      topic,
+      text: 'needle',
+      since: new Date(base + 1_007_000),
+      before: new Date(base + 4_007_000),
+    });
+    expect(timed.hits.map((hit) => idOfRaw(hit.raw))).toEqual(idsOf([3_007, 2_007, 1_007]));
+  });
+
+  it('searches a header value that is not ASCII, which SORT must be told is UTF-8', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-utf8');
+    await store.subscribe(topic, 'default');
+    const [zurich, bern] = await compose(topic, [
+      { payload: { n: 1 }, headers: { 'X-Region': 'Zürich' } },
+      { payload: { n: 2 }, headers: { 'X-Region': 'Bern' } },
+    ]);
+    await store.append(topic, [zurich!, bern!]);
+
+    const found = await store.search({ topic, header: { name: 'X-Region', value: 'zürich' } });
+    expect(found.hits.map((hit) => idOfRaw(hit.raw))).toEqual([zurich!.id]);
   });
 
   it('lists in-flight messages across consumers, and purges by exact INTERNALDATE', async () => {

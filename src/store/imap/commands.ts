@@ -447,17 +447,21 @@ export async function highestUid(client: ImapFlow, from: number): Promise<number
  * `UID SEARCH <criteria>`: every UID that matches, lowest first, in one ESEARCH answer (a
  * compact UID set) when the server can.
  */
-export async function searchAllUids(client: ImapFlow, criteria: string[]): Promise<number[]> {
+export async function searchAllUids(
+  client: ImapFlow,
+  criteria: Array<string | ImapAttribute>,
+): Promise<number[]> {
+  const keys = criteria.map((key) => (typeof key === 'string' ? atom(key) : key));
   let uids: number[] = [];
   if (client.capabilities.has('ESEARCH')) {
-    await execute(client, 'UID SEARCH', [atom('RETURN'), [atom('ALL')], ...criteria.map(atom)], {
+    await execute(client, 'UID SEARCH', [atom('RETURN'), [atom('ALL')], ...keys], {
       ESEARCH: (untagged) => {
         uids = parseEsearch(untagged).uids;
       },
     });
     return uids.sort((a, b) => a - b);
   }
-  await execute(client, 'UID SEARCH', criteria.map(atom), {
+  await execute(client, 'UID SEARCH', keys, {
     SEARCH: (untagged) => {
       uids.push(...parseSearch(untagged).uids);
     },
@@ -510,6 +514,76 @@ export async function uidsByArrival(
     },
   });
   return uids.slice(0, limit);
+}
+
+/**
+ * Every UID matching `criteria` in INTERNALDATE order, earliest first (`UID SORT (ARRIVAL)`,
+ * RFC 5256: ties in UID order), in one ESEARCH answer (a compact UID set) when the server has
+ * ESORT; undefined when it cannot sort. Criteria are attributes so that values can be strings.
+ */
+export async function allUidsByArrival(
+  client: ImapFlow,
+  criteria: ImapAttribute[],
+): Promise<number[] | undefined> {
+  const caps = client.capabilities;
+  if (!caps.has('SORT')) {
+    return undefined;
+  }
+  const keys = [[atom('ARRIVAL')], atom(charsetOf(criteria)), ...criteria];
+  let uids: number[] = [];
+
+  if (caps.has('ESORT')) {
+    await execute(client, 'UID SORT', [atom('RETURN'), [atom('ALL')], ...keys], {
+      ESEARCH: (untagged) => {
+        uids = parseEsearch(untagged).uids;
+      },
+    });
+    return uids;
+  }
+  await execute(client, 'UID SORT', keys, {
+    SORT: (untagged) => {
+      for (const item of untagged.attributes ?? []) {
+        const uid = Number(atomText(item));
+        if (Number.isSafeInteger(uid) && uid > 0) {
+          uids.push(uid);
+        }
+      }
+    },
+  });
+  return uids;
+}
+
+/** The charset a SORT or SEARCH must name for these criteria: UTF-8 once a string is not ASCII. */
+export function charsetOf(criteria: ImapAttribute[]): 'US-ASCII' | 'UTF-8' {
+  const ascii = (attribute: ImapAttribute): boolean => {
+    if (Array.isArray(attribute)) {
+      return attribute.every(ascii);
+    }
+    const value = attribute?.value;
+    return typeof value !== 'string' || Buffer.byteLength(value, 'utf8') === value.length;
+  };
+  return criteria.every(ascii) ? 'US-ASCII' : 'UTF-8';
+}
+
+/**
+ * `UID FETCH uids (UID BODY.PEEK[TEXT])`: the body of each message (the text after its header
+ * block, as stored, transfer encoding and all), handed to `onBody` as each response arrives, so
+ * that only one body is held at a time. Expunged messages are simply not reported.
+ */
+export async function streamBodies(
+  client: ImapFlow,
+  uids: number[],
+  onBody: (uid: number, body: Buffer) => void,
+): Promise<void> {
+  const items = [atom('UID'), { type: 'ATOM', value: 'BODY.PEEK', section: [atom('TEXT')] }];
+  await execute(client, 'UID FETCH', [sequence(uids), items], {
+    FETCH: (untagged) => {
+      const message = parseFetchBody(untagged, 'TEXT');
+      if (message) {
+        onBody(message.uid, message.source);
+      }
+    },
+  });
 }
 
 /**
@@ -702,8 +776,12 @@ function parseSearch(untagged: ImapResponse): SearchResult {
   return { uids, modseq };
 }
 
-// `* 4 FETCH (UID 4 BODY[] {512}...)`, possibly with MODSEQ or FLAGS among the items.
-function parseFetchBody(untagged: ImapResponse): { uid: number; source: Buffer } | undefined {
+// `* 4 FETCH (UID 4 BODY[] {512}...)`, possibly with MODSEQ or FLAGS among the items; with
+// `section`, the `BODY[section]` item instead.
+function parseFetchBody(
+  untagged: ImapResponse,
+  section?: string,
+): { uid: number; source: Buffer } | undefined {
   const items = untagged.attributes?.[1];
   if (!Array.isArray(items)) {
     return undefined;
@@ -716,7 +794,7 @@ function parseFetchBody(untagged: ImapResponse): { uid: number; source: Buffer }
     const value = items[i + 1];
     if (name === 'UID') {
       uid = Number(atomText(value));
-    } else if (name === 'BODY' && item && !Array.isArray(item) && item.section?.length === 0) {
+    } else if (name === 'BODY' && item && !Array.isArray(item) && isSection(item, section)) {
       const content = value && !Array.isArray(value) ? value.value : undefined;
       source = Buffer.isBuffer(content) ? content : Buffer.from(atomText(value) ?? '', 'utf8');
     }
@@ -725,6 +803,15 @@ function parseFetchBody(untagged: ImapResponse): { uid: number; source: Buffer }
     return undefined;
   }
   return { uid, source };
+}
+
+// Whether a FETCH item is `BODY[]` (no section wanted) or `BODY[section]`.
+function isSection(item: ImapAttribute, section: string | undefined): boolean {
+  const parts = item === null || Array.isArray(item) ? undefined : item.section;
+  if (section === undefined) {
+    return parts?.length === 0;
+  }
+  return parts?.length === 1 && atomText(parts[0])?.toUpperCase() === section;
 }
 
 function toModseq(text: string | undefined): bigint | undefined {
