@@ -17,14 +17,14 @@ export interface RawLimit {
   bytes: number;
 }
 
+/** Characters kept of the end of what arrived: more than a tagged answer's line. */
+const TAIL_CHARS = 4_096;
+
 /**
  * One IMAP session on a plain loopback socket (the private Dovecot offers STARTTLS but does not
  * require it). send() writes one command and resolves when its tagged answer has arrived,
  * having only counted what came before.
  */
-/** Characters kept of the end of what arrived: more than a tagged answer's line. */
-const TAIL_CHARS = 4_096;
-
 class RawSession {
   private readonly socket: net.Socket;
   private tail = '';

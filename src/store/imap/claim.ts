@@ -347,7 +347,7 @@ export async function arbitrateClaim(
  *
  * The server walks every message of the UID range a SEARCH names, however few it returns, so
  * the range grows from SEARCH_SPAN_UIDS, doubling, until it holds `max` waiting messages or
- * reaches `top`: a backlog above them costs nothing. Each SEARCH is a snapshot of its own; the
+ * reaches `top` (then open-ended): a backlog above them costs nothing. Each SEARCH is a snapshot of its own; the
  * lowest of their MODSEQs protects every pick (a pick seen in a later snapshot and changed
  * before it then loses its STORE, and is tried again next round).
  */
@@ -364,21 +364,30 @@ async function searchWaiting(
   const uids: number[] = [];
   let modseq: bigint | undefined;
 
+  // The last range is open-ended, and there is always one: a message stored just before this
+  // round may be missing from the answer that gave `top` (a session sees new mail once the
+  // server has synced it, after a command) and still be in the next one's.
   let low = window.from(list);
-  for (let span = SEARCH_SPAN_UIDS; low <= top && uids.length < max; span *= 2) {
+  for (let span = SEARCH_SPAN_UIDS; ; span *= 2) {
     const high = low + span - 1;
+    const last = high >= top;
     const criteria = [
       'UID',
-      high >= top ? `${low}:*` : `${low}:${high}`,
+      last ? `${low}:*` : `${low}:${high}`,
       list === 'flagged' ? 'FLAGGED' : 'UNFLAGGED',
       'UNKEYWORD',
       CLAIM_KEYWORD,
       'UNDELETED',
     ];
+    // `low:*` names the last message even when its UID is below `low`: that one was in an
+    // earlier range already.
     const found = await searchUids(client, criteria, max - uids.length, partial);
-    uids.push(...found.uids);
+    uids.push(...found.uids.filter((uid) => uid >= low));
     if (found.uids.length > 0 && (modseq === undefined || found.modseq! < modseq)) {
       modseq = found.modseq;
+    }
+    if (last || uids.length >= max) {
+      break;
     }
     low = high + 1;
   }
