@@ -86,6 +86,12 @@ export async function composeDeadLetter(report: FailureReport): Promise<Buffer> 
   root.setHeader('Auto-Submitted', 'auto-generated');
   root.setHeader(HEADER.topic, report.topic);
   root.setHeader(ORIGINAL_ID_HEADER, report.id);
+  // The original's ordering key, on the report itself: a search by key finds the dead letter
+  // (the original inside is an attachment, which no header search reads), and the report
+  // stands in its key's thread.
+  if (report.message?.key !== undefined) {
+    root.setHeader(HEADER.key, report.message.key);
+  }
   root.setHeader(HEADER.attempts, String(report.attempts));
   root.setHeader(HEADER.lastError, report.error.replace(/[\r\n\t]+/g, ' ').slice(0, 1000));
 

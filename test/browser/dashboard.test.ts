@@ -204,6 +204,24 @@ function describeDashboard(name: string, options: () => ConnectOptions): void {
         .locator('#results tbody tr')
         .evaluateAll((all) => all.map((row) => row.getAttribute('data-id')));
       expect(keyed).toEqual([ids[4], ids[2], ids[0]]);
+
+      // A dead letter is found by its original's key.
+      await page.fill('#search-input', `key:customer-1 state:dead topic:${topic}`);
+      await page.press('#search-input', 'Enter');
+      await expect.poll(() => page.textContent('#search-total')).toMatch(/^1 message matches/);
+      expect(await page.getAttribute('#results tbody tr', 'data-id')).toBe(ids[4]);
+
+      // A time range from the URL stays in the form, and a search from the form keeps it.
+      const since = new Date(Date.now() - 3_600_000);
+      await page.goto(`${dashboard.url}#/search?topic=${topic}&since=${since.toISOString()}`);
+      await page.waitForSelector('#search-total');
+      expect(await page.inputValue('#search-form input[name=since]')).not.toBe('');
+      await page.selectOption('#search-form select[name=state]', 'dead');
+      await page.click('#search-form button[type=submit]');
+      await expect.poll(() => page.url()).toContain('state=dead');
+      const kept = new URLSearchParams(page.url().split('?')[1]).get('since');
+      expect(Date.parse(kept ?? '')).toBe(Math.floor(since.getTime() / 1000) * 1000);
+      await expect.poll(() => page.textContent('#search-total')).toMatch(/^1 message matches/);
       await page.screenshot({ path: join(SCREENSHOTS, `${name}-search.png`), fullPage: true });
     });
 

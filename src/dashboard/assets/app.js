@@ -496,7 +496,7 @@ async function showSearch(params) {
       h(
         'p',
         { id: 'search-total' },
-        `${number(result.total)} messages match`,
+        result.total === 1 ? '1 message matches' : `${number(result.total)} messages match`,
         result.total > 0 ? `; ${from}–${to} shown, newest first` : '',
       ),
       result.hits.length === 0
@@ -545,9 +545,33 @@ async function showSearch(params) {
   );
 }
 
+/**
+ * A time field: a datetime-local input in the browser's zone, which cannot hold the zone of an
+ * ISO time. A value it cannot show stays as typed, in a text input, so that the search keeps it
+ * (and the server says what is wrong with it).
+ */
+function timeInput(name, value) {
+  const date = value ? new Date(value) : undefined;
+  if (date !== undefined && Number.isNaN(date.getTime())) {
+    return h('input', { name, value });
+  }
+  const local =
+    date === undefined
+      ? ''
+      : new Date(date.getTime() - date.getTimezoneOffset() * 60_000).toISOString().slice(0, 19);
+  return h('input', { name, value: local, type: 'datetime-local', step: 1 });
+}
+
+/** A time field's value for the URL: an ISO time in UTC, or what was typed. */
+function timeParam(value) {
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? value : date.toISOString();
+}
+
 function searchForm(params) {
   const field = (name, label, attributes = {}) =>
     h('label', {}, label, h('input', { name, value: params.get(name) ?? '', ...attributes }));
+  const timeField = (name, label) => h('label', {}, label, timeInput(name, params.get(name)));
   const stateSelect = h(
     'select',
     { name: 'state' },
@@ -566,8 +590,9 @@ function searchForm(params) {
         const data = new FormData(event.target);
         const next = new URLSearchParams();
         for (const [name, value] of data) {
-          if (String(value).trim() !== '') {
-            next.set(name, String(value).trim());
+          const text = String(value).trim();
+          if (text !== '') {
+            next.set(name, name === 'since' || name === 'before' ? timeParam(text) : text);
           }
         }
         go('/search', next);
@@ -580,8 +605,8 @@ function searchForm(params) {
     field('key', 'Key'),
     field('header', 'Header (Name: value)'),
     field('text', 'Text in the payload'),
-    field('since', 'Stored since', { type: 'datetime-local' }),
-    field('before', 'Stored before', { type: 'datetime-local' }),
+    timeField('since', 'Stored since'),
+    timeField('before', 'Stored before'),
     h('button', { type: 'submit' }, 'Search'),
   );
 }
