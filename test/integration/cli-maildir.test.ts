@@ -177,6 +177,10 @@ describe('the command line on a Maildir', () => {
     [['consume', 'orders', '--dead-retention', '0'], /--dead-retention\) must be more than 0/],
     [['dashboard', '--port', '99999'], /--port must be a port number from 0 to 65535, not "99999"/],
     [['consume', 'orders', '--metrics-port', '-1'], /--metrics-port must be a port number/],
+    // A typo in --group reads as no such group, not as an empty one.
+    [['dlq', 'orders', '--group', 'nosuch', 'list'], /topic orders has no group nosuch/],
+    [['quarantine', 'orders', '--group', 'nosuch', 'list'], /topic orders has no group nosuch/],
+    [['peek', 'orders', '--group', 'nosuch'], /topic orders has no group nosuch/],
   ])('fails with one clear line for %j', async (args, expected) => {
     const result = await runCli(args, { env });
     expect(result.code).not.toBe(0);

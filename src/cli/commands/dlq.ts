@@ -7,6 +7,7 @@ import { connect } from '../../client.js';
 import { ERROR_CODES, MailbusError } from '../../errors.js';
 import type { GlobalFlags } from '../options.js';
 import { addConnectionFlags, connectOptions, parseDurationMs } from '../options.js';
+import { checkGroupExists } from '../groups.js';
 import { table } from '../output.js';
 import { progressOf } from '../progress.js';
 
@@ -74,6 +75,7 @@ Examples:
 
       const bus = await connect(connectOptions(flags));
       try {
+        await checkGroupExists(bus, topic, flags.group);
         const letters = bus.deadLetters(topic, flags.group);
         if (action === 'list') {
           const list = await letters.list();

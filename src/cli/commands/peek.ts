@@ -12,6 +12,7 @@ import { STATE_FOLDERS } from '../../store/store.js';
 import type { MessageState } from '../../store/store.js';
 import type { GlobalFlags } from '../options.js';
 import { addConnectionFlags, connectOptions, parseCount } from '../options.js';
+import { checkGroupExists } from '../groups.js';
 import { table } from '../output.js';
 
 interface PeekFlags extends GlobalFlags {
@@ -73,14 +74,7 @@ Examples:
     const state = parseState(flags.state);
     const bus = await connect(connectOptions(flags));
     try {
-      const groups = await bus.groups(topic);
-      if (!groups.includes(flags.group)) {
-        throw new MailbusError(
-          ERROR_CODES.INVALID_OPTION,
-          `topic ${topic} has no group ${flags.group}` +
-            (groups.length > 0 ? ` (its groups: ${groups.join(', ')})` : ''),
-        );
-      }
+      await checkGroupExists(bus, topic, flags.group);
       const place = { topic, group: flags.group, folder: STATE_FOLDERS[state] };
       const stored = await bus.store.list(place, { limit: flags.n });
       const views = await Promise.all(

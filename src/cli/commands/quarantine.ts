@@ -6,6 +6,7 @@ import { connect } from '../../client.js';
 import { ERROR_CODES, MailbusError } from '../../errors.js';
 import type { GlobalFlags } from '../options.js';
 import { addConnectionFlags, connectOptions } from '../options.js';
+import { checkGroupExists } from '../groups.js';
 import { table } from '../output.js';
 
 interface QuarantineFlags extends GlobalFlags {
@@ -62,6 +63,7 @@ Examples:
 
       const bus = await connect(connectOptions(flags));
       try {
+        await checkGroupExists(bus, topic, flags.group);
         const quarantine = bus.quarantine(topic, flags.group);
         if (action === 'list') {
           const list = await quarantine.list();
