@@ -65,14 +65,19 @@ export function imapEnv(withSmtp = false): NodeJS.ProcessEnv {
   };
 }
 
-/** A plain imapflow session on the queue account, to look at or plant mail behind mailbus. */
-export async function imapSession(): Promise<ImapFlow> {
+/**
+ * A plain imapflow session on the queue account (or another one), to look at or plant mail
+ * behind mailbus.
+ */
+export async function imapSession(
+  account: { user: string; password: string } = mailServers(),
+): Promise<ImapFlow> {
   const info = mailServers();
   const client = new ImapFlow({
     host: info.host,
     port: info.imapPort,
     secure: false,
-    auth: { user: info.user, pass: info.password },
+    auth: { user: account.user, pass: account.password },
     tls: { ca: readFileSync(info.caFile, 'utf8') },
     logger: false,
   });
