@@ -24,17 +24,7 @@ export const SCALING_RUNS = ['backlog', 'payload', 'consumers'] as const;
 export type ScalingRun = (typeof SCALING_RUNS)[number];
 
 function selectScalingRuns(list: string | undefined): ScalingRun[] {
-  if (list === undefined) {
-    return [...SCALING_RUNS];
-  }
-  const names = list.split(',').map((name) => name.trim());
-  const unknown = names.filter((name) => !(SCALING_RUNS as readonly string[]).includes(name));
-  if (unknown.length > 0) {
-    throw new Error(
-      `--scaling-runs: unknown ${unknown.join(', ')}; choose from ${SCALING_RUNS.join(', ')}`,
-    );
-  }
-  return SCALING_RUNS.filter((name) => names.includes(name));
+  return selectNames('--scaling-runs', list, SCALING_RUNS);
 }
 
 /** The measured phases of each run, in order. */
@@ -176,15 +166,20 @@ function selectSystems(list: string | undefined, quick = false): SystemId[] {
 }
 
 function selectPhases(list: string | undefined): Phase[] {
+  return selectNames('--phases', list, PHASES);
+}
+
+/** The names of `all` that a comma-separated flag lists (all of them without the flag). */
+function selectNames<T extends string>(flag: string, list: string | undefined, all: readonly T[]) {
   if (list === undefined) {
-    return [...PHASES];
+    return [...all];
   }
   const wanted = list.split(',').map((entry) => entry.trim());
-  const unknown = wanted.filter((entry) => !(PHASES as readonly string[]).includes(entry));
+  const unknown = wanted.filter((entry) => !(all as readonly string[]).includes(entry));
   if (unknown.length > 0) {
-    throw new Error(`--phases: unknown ${unknown.join(', ')}; choose from ${PHASES.join(', ')}`);
+    throw new Error(`${flag}: unknown ${unknown.join(', ')}; choose from ${all.join(', ')}`);
   }
-  return PHASES.filter((phase) => wanted.includes(phase));
+  return all.filter((name) => wanted.includes(name));
 }
 
 /** Reads the flags; returns undefined when --help was asked for. */

@@ -505,12 +505,7 @@ export async function uidsByArrival(
 
   await execute(client, 'UID SORT', keys, {
     SORT: (untagged) => {
-      for (const item of untagged.attributes ?? []) {
-        const uid = Number(atomText(item));
-        if (Number.isSafeInteger(uid) && uid > 0) {
-          uids.push(uid);
-        }
-      }
+      uids.push(...parseSort(untagged));
     },
   });
   return uids.slice(0, limit);
@@ -542,14 +537,21 @@ export async function allUidsByArrival(
   }
   await execute(client, 'UID SORT', keys, {
     SORT: (untagged) => {
-      for (const item of untagged.attributes ?? []) {
-        const uid = Number(atomText(item));
-        if (Number.isSafeInteger(uid) && uid > 0) {
-          uids.push(uid);
-        }
-      }
+      uids.push(...parseSort(untagged));
     },
   });
+  return uids;
+}
+
+/** The UIDs of a plain SORT answer (`* SORT 4 2 9`), in its order. */
+function parseSort(untagged: ImapResponse): number[] {
+  const uids: number[] = [];
+  for (const item of untagged.attributes ?? []) {
+    const uid = Number(atomText(item));
+    if (Number.isSafeInteger(uid) && uid > 0) {
+      uids.push(uid);
+    }
+  }
   return uids;
 }
 
