@@ -185,6 +185,13 @@ describe('the fault ledger checker', () => {
       recoveryOf({ label: 'w', at: 1_000, clearedAt: 2_000, watch: ['z'] }, starts),
     ).toBeUndefined();
 
+    // A kill whose watch missed the takeover: the starts of what it held by others count.
+    const kill = { label: 'k', at: 1_000, clearedAt: 1_000, worker: 'w1', inFlight: 2 };
+    expect(recoveryOf({ ...kill, held: ['x', 'y'] }, starts)).toBe(8_000);
+    expect(recoveryOf({ ...kill, held: ['x', 'z'] }, starts)).toBeUndefined();
+    expect(recoveryOf({ ...kill, held: ['x'] }, starts)).toBeUndefined();
+    expect(recoveryOf({ ...kill, worker: 'w2', held: ['x', 'y'] }, starts)).toBeUndefined();
+
     const l = ledger();
     l.fault({ label: 'silence', at: 1_000, clearedAt: 1_000, watch: ['never'] });
     const report = checkRun(l, state(), { scenario: 's', store: 'x', recoveryBoundMs: 500 });

@@ -408,7 +408,7 @@ export function checkRun(ledger: Ledger, state: GroupState, options: CheckOption
   // Recovery: per fault, from the fault (or its end) to handling resumed.
   const recoveries = facts.faults.map((fault) => recoveryOf(fault, facts.starts));
   for (const fault of facts.faults) {
-    if (fault.inFlight && fault.recoveredAt === undefined) {
+    if (fault.inFlight && takenOverAt(fault, facts.starts) === undefined) {
       violations.push(
         `the ${fault.inFlight} messages ${fault.worker} held when killed were never taken over`,
       );
@@ -451,6 +451,33 @@ export function checkRun(ledger: Ledger, state: GroupState, options: CheckOption
 }
 
 /**
+ * When the messages a killed worker held were taken over: when the watch saw its in-progress
+ * mailbox empty, or else when the last of the ids it held was started by another worker. The
+ * watch can miss the moment when the run ends just after the takeover (it stops when the
+ * fleet stops); the handler starts are the ledger's own record of it.
+ */
+export function takenOverAt(fault: Fault, starts: HandlerStart[]): number | undefined {
+  if (fault.recoveredAt !== undefined) {
+    return fault.recoveredAt;
+  }
+  const held = fault.held ?? [];
+  if (held.length === 0 || held.length < (fault.inFlight ?? 0)) {
+    return undefined;
+  }
+  let latest = 0;
+  for (const id of held) {
+    const next = starts.find(
+      (start) => start.id === id && start.at >= fault.at && start.worker !== fault.worker,
+    );
+    if (next === undefined) {
+      return undefined;
+    }
+    latest = Math.max(latest, next.at);
+  }
+  return latest;
+}
+
+/**
  * How long one fault held handling up. With watched messages (published during or after the
  * fault): until the last of them first started, counted from the fault's end (its start, for a
  * fault that never ends on its own, such as a silenced connection). For a killed worker:
@@ -470,7 +497,8 @@ export function recoveryOf(fault: Fault, starts: HandlerStart[]): number | undef
     return latest - fault.clearedAt;
   }
   if (fault.worker !== undefined) {
-    return fault.recoveredAt === undefined ? undefined : fault.recoveredAt - fault.at;
+    const recoveredAt = takenOverAt(fault, starts);
+    return recoveredAt === undefined ? undefined : recoveredAt - fault.at;
   }
   const next = starts.find((start) => start.at >= fault.clearedAt);
   return next === undefined ? undefined : next.at - fault.clearedAt;
