@@ -19,6 +19,7 @@ import { ImapFlow } from 'imapflow';
 import { appendMessages, formatUidSet } from '../src/store/imap/commands.js';
 import type { MailFormat, MailServers } from '../test/servers/mail-servers.js';
 import { machine, storageOf } from './environment.js';
+import { table } from './report.js';
 import { now } from './timing.js';
 
 /** Messages per MULTIAPPEND while filling. */
@@ -132,7 +133,7 @@ async function claimRounds(claimer: ImapFlow, other: ImapFlow, mailbox: string) 
   return { msPerCommand, roundsPerSecond: ROUNDS / seconds };
 }
 
-function table(figures: Figures[]): string {
+function figuresTable(figures: Figures[]): string {
   const header = ['format', 'waiting', ...COMMANDS.map((c) => `${c} ms`), 'claims/s'];
   const rows = figures.map((f) => [
     f.format,
@@ -140,9 +141,7 @@ function table(figures: Figures[]): string {
     ...COMMANDS.map((c) => f.msPerCommand[c].toFixed(2)),
     Math.round(f.roundsPerSecond * PICKS).toLocaleString('en-US'),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
-  return [line(header), ...rows.map(line)].join('\n');
+  return table(header, rows);
 }
 
 async function main(): Promise<void> {
@@ -192,7 +191,7 @@ async function main(): Promise<void> {
 
   const { cores, cpu, node, loadAverage } = machine();
   const where = `${cores} cores (${cpu}), Node ${node}, load average ${loadAverage.join(' ')}`;
-  process.stderr.write(`${where}\n${table(figures)}\n`);
+  process.stderr.write(`${where}\n${figuresTable(figures)}\n`);
   if (values.json) {
     for (const row of figures) {
       process.stdout.write(`${JSON.stringify(row)}\n`);

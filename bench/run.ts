@@ -70,18 +70,6 @@ function emitJson(record: object): void {
   }
 }
 
-/**
- * The mail-server harness finds its install script next to itself; in the compiled copy under
- * dist-bench/ it is not there unless copied.
- */
-function ensureHarnessFiles(): void {
-  const source = path.join(REPO_ROOT, 'test', 'servers', 'install.sh');
-  const target = fileURLToPath(new URL('../test/servers/install.sh', import.meta.url));
-  if (!fs.existsSync(target) || fs.statSync(target).mtimeMs < fs.statSync(source).mtimeMs) {
-    fs.copyFileSync(source, target);
-  }
-}
-
 interface MailSetup {
   servers?: MailServers;
   error?: string;
@@ -93,7 +81,6 @@ async function startMail(options: BenchOptions, workDir: string, endpoints: Endp
     return setup;
   }
   try {
-    ensureHarnessFiles();
     const { startMailServers } = await import('../test/servers/mail-servers.js');
     log('starting a private Dovecot and Postfix');
     setup.servers = await startMailServers();

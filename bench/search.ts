@@ -8,7 +8,6 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { connect } from '../src/index.js';
 import type { ConnectOptions, Mailbus } from '../src/index.js';
@@ -19,8 +18,6 @@ import { machine, storageOf } from './environment.js';
 import { rawLimits } from './imap-limits.js';
 import type { RawLimit } from './imap-limits.js';
 import { now } from './timing.js';
-
-const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 const GROUP = 'default';
 
@@ -193,14 +190,6 @@ async function benchStore(
   }
 }
 
-function ensureHarnessFiles(): void {
-  const source = path.join(REPO_ROOT, 'test', 'servers', 'install.sh');
-  const target = fileURLToPath(new URL('../test/servers/install.sh', import.meta.url));
-  if (!fs.existsSync(target) || fs.statSync(target).mtimeMs < fs.statSync(source).mtimeMs) {
-    fs.copyFileSync(source, target);
-  }
-}
-
 function table(figures: Figures[], stores: string[]): string {
   const searches = [...new Set(figures.map((row) => row.search))];
   const header = ['search', ...stores.flatMap((s) => [`${s} matches`, `${s} ms (first / again)`])];
@@ -240,7 +229,6 @@ async function main(): Promise<void> {
       fills.push(`maildir (${storageOf(root)}): ${result.fill}`);
     }
     if (stores.includes('imap')) {
-      ensureHarnessFiles();
       const { startMailServers } = await import('../test/servers/mail-servers.js');
       log('starting a private Dovecot');
       servers = await startMailServers();

@@ -86,7 +86,7 @@ export interface ClaimRound {
 const NO_PICKS: SearchResult = { uids: [], modseq: undefined };
 
 /** The UID range of a claim round's first SEARCH of a list (see searchWaiting). */
-export const SEARCH_SPAN_UIDS = 1_024;
+const SEARCH_SPAN_UIDS = 1_024;
 
 /**
  * One claim attempt on the selected group mailbox: picks up to `max` waiting messages, claims
@@ -104,6 +104,7 @@ export async function claimRound(
 ): Promise<ClaimRound> {
   // High priority first: flagged waiting messages, then the others, each by lowest UID. Both
   // lists are looked at, since a key's first message may be in either.
+  //
   // The highest UID first: flag changes that other sessions made meanwhile come with its
   // answer, and this round's floors already heed them (window.ts).
   const top = await highestUid(client, window.lastTop);
@@ -347,9 +348,9 @@ export async function arbitrateClaim(
  *
  * The server walks every message of the UID range a SEARCH names, however few it returns, so
  * the range grows from SEARCH_SPAN_UIDS, doubling, until it holds `max` waiting messages or
- * reaches `top` (then open-ended): a backlog above them costs nothing. Each SEARCH is a snapshot of its own; the
- * lowest of their MODSEQs protects every pick (a pick seen in a later snapshot and changed
- * before it then loses its STORE, and is tried again next round).
+ * reaches `top` (then open-ended): a backlog above them costs nothing. Each SEARCH is a
+ * snapshot of its own; the lowest of their MODSEQs protects every pick (a pick seen in a later
+ * snapshot and changed before it then loses its STORE, and is tried again next round).
  */
 async function searchWaiting(
   client: ImapFlow,
