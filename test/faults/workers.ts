@@ -11,6 +11,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { inject } from 'vitest';
 import type { Fault, HandlerBehaviour, Ledger } from './ledger.js';
 
+/** Time a worker process is given to load before it is asked to stop (see stop()). */
+const WORKER_STARTUP_MS = 5_000;
 /** How long a stopping worker may take before it is killed: its grace (10 s) and a margin. */
 export const WORKER_STOP_TIMEOUT_MS = 15_000;
 /** Every worker logs its warnings, for the evidence of a failed scenario. */
@@ -161,6 +163,11 @@ export class WorkerFleet {
     await Promise.all(this.recoveries);
     const problems: string[] = [];
     const stopping = this.live();
+    // A worker started just now (in place of one killed at the end of a run) may still be
+    // loading: until its signal handlers are in, a SIGTERM ends it by the signal, as it would
+    // any program, and the graceful stop this checks is that of a running worker.
+    const youngest = Math.max(0, ...stopping.map((worker) => worker.startedAt));
+    await sleep(Math.max(0, youngest + WORKER_STARTUP_MS - Date.now()));
     for (const worker of stopping) {
       worker.expected = true;
       signal(worker.pid, 'SIGTERM');
