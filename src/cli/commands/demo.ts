@@ -60,9 +60,11 @@ function summary(result: DemoResult, location: string, kind: string): string {
     const folder = `+.${DEMO_TOPICS[0]}.${DEMO_GROUPS[2]}.Archive`;
     lines.push(
       '',
-      `The queue is a Maildir at ${location}; open it in a mail client:`,
+      `The queue is a Maildir at ${location}; open it in a mail client`,
+      '(c then ? lists every folder):',
       `  mutt -e '${settings}' -f ${folder}`,
-      `  neomutt -e '${settings}' -f ${folder}      (c then ? lists every folder)`,
+      `  neomutt -e '${settings}' -f ${folder}`,
+      'or count it:',
       `  npx mailbus stats`,
     );
   } else {
