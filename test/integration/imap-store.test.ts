@@ -12,6 +12,7 @@ import { LeaseLostError, isMailbusError } from '../../src/errors.js';
 import type { MailbusError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { ACTIVE_POLL_WINDOW_MS } from '../../src/store/imap/claimer.js';
+import { SHALLOW_MAILBOX_MESSAGES } from '../../src/store/imap/claim.js';
 import { appendMessages } from '../../src/store/imap/commands.js';
 import { RECONNECT_MAX_DELAY_MS } from '../../src/store/imap/connection.js';
 import { heartbeatMessage } from '../../src/store/imap/lease.js';
@@ -871,12 +872,52 @@ describe('IMAP leases, schedules and folders on Dovecot', () => {
     await claimer.close();
   });
 
+  it('publishes past a group deleted since its last publish, and does not make it again', async () => {
+    const records: { event?: string; mailboxes?: string[] }[] = [];
+    const logger = pino(
+      { level: 'warn' },
+      { write: (line: string) => void records.push(JSON.parse(line)) },
+    );
+    const store = await ImapStore.open(imapConfig(), { logger });
+    opened.push(store);
+    const topic = uniqueTopic('imap-gone-group');
+    const messages = await compose(topic, [{ payload: 1 }, { payload: 2 }, { payload: 3 }]);
+    await store.append(topic, messages.slice(0, 1));
+    await store.subscribe(topic, 'audit');
+    await store.append(topic, messages.slice(1, 2));
+    expect(await store.listGroups(topic)).toEqual(['audit', 'default']);
+
+    // The store knows the group from that publish and copies into it first. A mail client
+    // deletes the group's mailbox but not its children, so the server still lists its name.
+    const audit = `${topic}.audit`;
+    const client = await inspector();
+    try {
+      await client.mailboxDelete(audit);
+      await store.append(topic, messages.slice(2));
+      await store.append(topic, await compose(topic, [{ payload: 4 }]));
+      // imapflow answers a STATUS of a mailbox that does not exist with false.
+      expect(await client.status(audit, { messages: true })).toBe(false);
+    } finally {
+      await client.logout();
+    }
+    const warned = records.filter((record) => record.event === 'publish.group_missing');
+    expect(warned.map((record) => record.mailboxes)).toEqual([[audit]]);
+
+    const claimer = await store.claimer(topic, 'default', { consumer: 'w1' });
+    const claims = await claimUntil(claimer, 4);
+    expect(claims).toHaveLength(4);
+    await claimer.ack(claims);
+    await claimer.close();
+  });
+
   it('claims messages that another session frees below where its search has got to', async () => {
     const store = await openStore();
     const topic = uniqueTopic('imap-window');
+    // Enough messages that claims search from a floor, not the whole mailbox.
+    const count = SHALLOW_MAILBOX_MESSAGES + 100;
     const messages = await compose(
       topic,
-      Array.from({ length: 30 }, (_, i) => ({ payload: `m${i}` })),
+      Array.from({ length: count }, (_, i) => ({ payload: `m${i}` })),
     );
     await store.append(topic, messages);
     const ids = messages.map((message) => message.id);
@@ -895,11 +936,11 @@ describe('IMAP leases, schedules and folders on Dovecot', () => {
       await inMailbox(client, `${topic}.default`, () =>
         client.messageFlagsRemove('1:5', ['$MailbusClaimed']),
       );
-      const rest = [...(await claimer.claim(10)), ...(await claimer.claim(10))];
-      expect(rest.map(idOf).sort()).toEqual([...ids.slice(0, 5), ...ids.slice(25)].sort());
-      expect(await claimer.claim(10)).toEqual([]);
+      const rest = await claimer.claim(10);
+      expect(rest.map(idOf).sort()).toEqual([...ids.slice(0, 5), ...ids.slice(25, 30)].sort());
 
       await claimer.ack([...first, ...rest]);
+      expect((await store.stats(topic))[0]).toMatchObject({ waiting: count - 30, handled: 30 });
       await claimer.close();
     } finally {
       await client.logout();

@@ -226,6 +226,20 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
       await claimer.close();
     });
 
+    it('puts high-priority messages first within one claim', async () => {
+      const store = await open();
+      const topic = uniqueTopic('priority-batch');
+      const normal = await compose(topic, [{ payload: 'a' }, { payload: 'b' }]);
+      const urgent = await compose(topic, [{ payload: 'urgent', priority: 'high' }]);
+      await store.append(topic, normal);
+      await store.append(topic, urgent);
+      const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
+      const claims = await claimer.claim(10);
+      expect(claims.map(idOf)).toEqual([urgent[0]?.id, normal[0]?.id, normal[1]?.id]);
+      await claimer.ack(claims);
+      await claimer.close();
+    });
+
     it('wakes a waiting claimer when a message arrives', async () => {
       const store = await open();
       const topic = uniqueTopic('wake');

@@ -34,7 +34,14 @@
 // pick is the key's first waiting message (turns.ts). Its turn is recorded before the STORE.
 //
 // The SEARCH for waiting messages starts at the claimer's floor (window.ts): the messages
-// below it were not waiting when it last looked, so a deep backlog costs no more per round.
+// below it were not waiting when it last looked, so a deep backlog costs no more per round. A
+// mailbox that holds few messages is searched whole instead, both lists in one SEARCH: that
+// takes the server less time than the commands a window needs, and a message that has just
+// arrived in a quiet queue is claimed a few round trips sooner.
+//
+// Each command is a round trip (imapflow sends one at a time), so the picks' headers, sizes,
+// flags and short texts come back in one FETCH before the STORE. The texts of picks lost to
+// another consumer are read for nothing: short ones only, so little.
 
 import type { ImapFlow } from 'imapflow';
 import { ERROR_CODES, MailbusError } from '../../errors.js';
@@ -49,7 +56,7 @@ import {
   searchUids,
   storeKeywordUnchangedSince,
 } from './commands.js';
-import type { SearchResult } from './commands.js';
+import type { ClaimText, SearchResult } from './commands.js';
 import type { ClaimArbiter } from './arbiter.js';
 import type { ImapTurns, TurnClaim } from './turns.js';
 import type { WaitingList, WaitingWindow } from './window.js';
@@ -89,6 +96,40 @@ const NO_PICKS: SearchResult = { uids: [], modseq: undefined };
 const SEARCH_SPAN_UIDS = 1_024;
 
 /**
+ * A group mailbox with at most this many messages is searched whole each round: one SEARCH of
+ * it costs the server less than the two or three commands a windowed round sends.
+ */
+export const SHALLOW_MAILBOX_MESSAGES = 512;
+
+/**
+ * Picks at most this large are read whole by the FETCH before the STORE; larger ones only once
+ * won, so that a pick lost to another consumer costs little.
+ */
+export const INLINE_TEXT_BYTES = 64 * 1024;
+
+/** The waiting messages a round found, in the lists it claims them from. */
+interface Waiting {
+  flagged: SearchResult;
+  normal: SearchResult;
+  /** The lists hold every waiting message up to this UID; past it, more may wait unseen. */
+  seenThrough: number;
+  /** Found by one SEARCH of both lists: split by the \Flagged of the FETCH that follows. */
+  unsplit: boolean;
+}
+
+/** What the FETCH before the STORE read of each pick. */
+interface PickDetails {
+  /** Ordering key digest and Message-ID of each pick that has a key. */
+  orderings: Map<number, TurnClaim>;
+  /** RFC822.SIZE of every pick, so that the claim reads only the texts within the limit. */
+  sizes: Map<number, number>;
+  /** The picks that carry \Flagged. */
+  flagged: Set<number>;
+  /** The whole texts of the picks within INLINE_TEXT_BYTES and the size limit. */
+  texts: Map<number, ClaimText>;
+}
+
+/**
  * One claim attempt on the selected group mailbox: picks up to `max` waiting messages, claims
  * them with a conditional STORE and moves the ones won into `inProgress`.
  */
@@ -104,20 +145,18 @@ export async function claimRound(
 ): Promise<ClaimRound> {
   // High priority first: flagged waiting messages, then the others, each by lowest UID. Both
   // lists are looked at, since a key's first message may be in either.
-  //
-  // The highest UID first: flag changes that other sessions made meanwhile come with its
-  // answer, and this round's floors already heed them (window.ts).
-  const top = await highestUid(client, window.lastTop);
-  window.startRound(client.mailbox ? client.mailbox.uidValidity : undefined, top);
-  const found = {
-    flagged: await searchWaiting(client, window, 'flagged', max, top),
-    normal: await searchWaiting(client, window, 'normal', max, top),
-  };
-  if (found.flagged.uids.length === 0 && found.normal.uids.length === 0) {
+  const exists = client.mailbox ? client.mailbox.exists : Infinity;
+  const found =
+    exists <= SHALLOW_MAILBOX_MESSAGES
+      ? await searchShallow(client, window, max)
+      : await searchWindowed(client, window, max);
+  const all = [...found.flagged.uids, ...found.normal.uids];
+  if (all.length === 0) {
     return { claimed: [], contended: false, deferred: false };
   }
 
-  const gate = await gateByTurn(client, turns, found, max);
+  const details = await fetchDetails(client, all, maxBytes);
+  const gate = await gateByTurn(turns, split(found, details.flagged), details.orderings, max);
   const { flagged, normal } = gate;
   if (flagged.uids.length === 0 && normal.uids.length === 0) {
     return { claimed: [], contended: false, deferred: gate.deferred };
@@ -126,7 +165,8 @@ export async function claimRound(
   const recordOf = new Map([...gate.turns.keys()].map((uid, i) => [uid, records[i]]));
   const outcome = await claimPicks(client, { flagged, normal }, inProgress, log, arbiter, {
     maxBytes,
-    sizes: gate.sizes,
+    sizes: details.sizes,
+    texts: details.texts,
   });
 
   // Turns recorded for picks that another consumer won are not ours to keep.
@@ -142,8 +182,6 @@ interface Gate {
   normal: SearchResult;
   turns: Map<number, TurnClaim>;
   deferred: boolean;
-  /** RFC822.SIZE of the picks, read with their ordering fields. */
-  sizes: Map<number, number>;
 }
 
 /**
@@ -153,23 +191,19 @@ interface Gate {
  * key's earlier message missing from it was claimed, and its claimer's record is then there.
  */
 async function gateByTurn(
-  client: ImapFlow,
   turns: ImapTurns,
-  found: { flagged: SearchResult; normal: SearchResult },
+  found: Waiting,
+  orderings: Map<number, TurnClaim>,
   max: number,
 ): Promise<Gate> {
-  const all = [...found.flagged.uids, ...found.normal.uids];
-  const { orderings, sizes } = await fetchOrderings(client, all);
   if (orderings.size === 0) {
-    const capped = capPicks(found.flagged.uids, found.normal.uids, found, max);
-    return { ...capped, turns: new Map(), sizes };
+    return { ...capPicks(found.flagged.uids, found.normal.uids, found, max), turns: new Map() };
   }
   const holders = await turns.holders();
 
-  // A waiting message of the same key could hide past the end of a list that came back full.
-  const lists = [found.flagged.uids, found.normal.uids];
-  const seenAll = (uid: number): boolean =>
-    lists.every((uids) => uids.length < max || uid <= Math.max(...uids));
+  // A waiting message of the same key could hide past what the SEARCH returned.
+  const all = [...found.flagged.uids, ...found.normal.uids];
+  const seenAll = (uid: number): boolean => uid <= found.seenThrough;
   const firstOfKey = new Map<string, number>();
   for (const uid of all) {
     const digest = orderings.get(uid)?.keyDigest;
@@ -205,7 +239,7 @@ async function gateByTurn(
       turnOf.delete(uid);
     }
   }
-  return { ...capped, turns: turnOf, deferred: deferred || capped.deferred, sizes };
+  return { ...capped, turns: turnOf, deferred: deferred || capped.deferred };
 }
 
 /** At most `max` picks, flagged first; each list keeps the MODSEQ of its snapshot. */
@@ -225,36 +259,55 @@ function capPicks(
 }
 
 /**
- * The ordering key and Message-ID of each pick that has a key, read from its header, and the
- * size of every pick (RFC822.SIZE), so that the claim reads only the texts within the limit.
+ * One FETCH of the picks: the ordering key and Message-ID of each that has a key (from its
+ * header), its size, its flags, and the whole text of each small enough (see
+ * INLINE_TEXT_BYTES). A text is read from its start up to that limit: for a larger message
+ * what comes back is only its top, which is dropped, and the text is read once won.
  */
-async function fetchOrderings(
+async function fetchDetails(
   client: ImapFlow,
   uids: number[],
-): Promise<{ orderings: Map<number, TurnClaim>; sizes: Map<number, number> }> {
-  const orderings = new Map<number, TurnClaim>();
-  const sizes = new Map<number, number>();
-  if (uids.length === 0) {
-    return { orderings, sizes };
-  }
+  maxBytes: number | undefined,
+): Promise<PickDetails> {
+  const details: PickDetails = {
+    orderings: new Map(),
+    sizes: new Map(),
+    flagged: new Set(),
+    texts: new Map(),
+  };
+  const inlineBytes = Math.min(INLINE_TEXT_BYTES, maxBytes ?? Infinity);
   const fetched = await client.fetchAll(
     formatUidSet(uids),
-    { uid: true, size: true, headers: ['X-Mailbus-Key', 'Message-ID'] },
+    {
+      uid: true,
+      size: true,
+      flags: true,
+      headers: ['X-Mailbus-Key', 'Message-ID'],
+      source: { start: 0, maxLength: inlineBytes },
+    },
     { uid: true },
   );
+
   for (const message of fetched) {
-    if (message.size !== undefined) {
-      sizes.set(message.uid, message.size);
+    if (message.flags?.has('\\Flagged')) {
+      details.flagged.add(message.uid);
+    }
+    const size = message.size;
+    if (size !== undefined) {
+      details.sizes.set(message.uid, size);
+      if (message.source && size <= inlineBytes && message.source.length === size) {
+        details.texts.set(message.uid, { raw: message.source, size, oversized: false });
+      }
     }
     const ordering = message.headers ? orderingOf(message.headers) : undefined;
     if (ordering !== undefined) {
-      orderings.set(message.uid, {
+      details.orderings.set(message.uid, {
         keyDigest: keyDigest(ordering.key),
         messageId: ordering.messageId,
       });
     }
   }
-  return { orderings, sizes };
+  return details;
 }
 
 /** The conditional STOREs and the MOVE of one round's picks. */
@@ -264,14 +317,13 @@ async function claimPicks(
   inProgress: string,
   log: Logger,
   arbiter: ClaimArbiter,
-  limit: { maxBytes: number | undefined; sizes: Map<number, number> },
+  limit: {
+    maxBytes: number | undefined;
+    sizes: Map<number, number>;
+    texts: Map<number, ClaimText>;
+  },
 ): Promise<{ round: Omit<ClaimRound, 'deferred'>; claimedFrom: number[] }> {
-  // Each SEARCH is a snapshot of its own, so each set of picks is protected by the MODSEQ read
-  // with it: every change made after a snapshot gets a MODSEQ above the highest it reported.
-  const stored = [
-    ...(await takeExclusively(client, picks.flagged, CLAIM_KEYWORD)),
-    ...(await takeExclusively(client, picks.normal, CLAIM_KEYWORD)),
-  ];
+  const stored = await takeAll(client, picks);
   const lost = { round: { claimed: [], contended: true }, claimedFrom: [] };
   if (stored.length === 0) {
     return lost;
@@ -282,7 +334,12 @@ async function claimPicks(
     return lost;
   }
 
-  const texts = await fetchClaimTexts(client, won, limit.maxBytes, limit.sizes);
+  // The texts the FETCH before the STORE did not read whole are read now, once won.
+  const unread = won.filter((uid) => !limit.texts.has(uid));
+  const texts = new Map(limit.texts);
+  for (const [uid, text] of await fetchClaimTexts(client, unread, limit.maxBytes, limit.sizes)) {
+    texts.set(uid, text);
+  }
   const present = won.filter((uid) => texts.has(uid));
   if (present.length === 0) {
     arbiter.finished(record);
@@ -322,6 +379,26 @@ async function claimPicks(
 }
 
 /**
+ * The conditional STOREs of both lists: each SEARCH is a snapshot of its own, so each list is
+ * protected by the MODSEQ read with it (every change made after a snapshot gets a MODSEQ above
+ * the highest it reported). Lists from the same snapshot share one STORE.
+ */
+async function takeAll(
+  client: ImapFlow,
+  picks: { flagged: SearchResult; normal: SearchResult },
+): Promise<number[]> {
+  const { flagged, normal } = picks;
+  if (flagged.uids.length > 0 && normal.uids.length > 0 && flagged.modseq === normal.modseq) {
+    const both = { uids: [...flagged.uids, ...normal.uids], modseq: flagged.modseq };
+    return await takeExclusively(client, both, CLAIM_KEYWORD);
+  }
+  return [
+    ...(await takeExclusively(client, flagged, CLAIM_KEYWORD)),
+    ...(await takeExclusively(client, normal, CLAIM_KEYWORD)),
+  ];
+}
+
+/**
  * Records the UIDs a STORE won on the selected mailbox and keeps those no earlier claim record
  * names (arbiter.ts). The record is the caller's to hand back with finished() after its MOVE.
  */
@@ -338,6 +415,109 @@ export async function arbitrateClaim(
     client,
     { path: mailbox.path, uidValidity: mailbox.uidValidity },
     won,
+  );
+}
+
+/**
+ * The waiting messages of a mailbox of few messages (SHALLOW_MAILBOX_MESSAGES): the lowest
+ * `max` of both lists in one SEARCH of the whole mailbox, split by flag once fetched. When that
+ * SEARCH comes back full, flagged messages may wait past it: a SEARCH of the flagged ones
+ * follows, and the others are those of the first SEARCH that it did not name.
+ */
+async function searchShallow(
+  client: ImapFlow,
+  window: WaitingWindow,
+  max: number,
+): Promise<Waiting> {
+  // The window's floors are not kept up here: a round on a deep mailbox starts again from 1.
+  window.reset();
+  const partial = searchesPartially(client);
+  const waiting = ['UNKEYWORD', CLAIM_KEYWORD, 'UNDELETED'];
+
+  const both = await searchOnSyncedView(client, () =>
+    searchUids(client, ['UID', '1:*', ...waiting], max, partial),
+  );
+  if (both.uids.length < max) {
+    return { flagged: NO_PICKS, normal: both, seenThrough: Infinity, unsplit: true };
+  }
+  const flagged = await searchUids(client, ['UID', '1:*', 'FLAGGED', ...waiting], max, partial);
+  const starred = new Set(flagged.uids);
+  const normal = { ...both, uids: both.uids.filter((uid) => !starred.has(uid)) };
+  const seenThrough = Math.min(
+    Math.max(...both.uids),
+    flagged.uids.length < max ? Infinity : Math.max(...flagged.uids),
+  );
+  return { flagged, normal, seenThrough, unsplit: false };
+}
+
+/**
+ * Runs `search`, and once more when the server reported new mail with its answer. A SEARCH
+ * answers from the session's view of the mailbox, which takes in what other sessions stored
+ * only as the command ends (the EXISTS that comes with the answer): without a second look,
+ * mail stored before the claim began could be missed by it. The windowed round's first
+ * command is its sync point instead (searchWindowed).
+ */
+async function searchOnSyncedView(
+  client: ImapFlow,
+  search: () => Promise<SearchResult>,
+): Promise<SearchResult> {
+  let arrived = false;
+  const onExists = (event: { count: number; prevCount: number }): void => {
+    arrived ||= event.count > event.prevCount;
+  };
+  client.on('exists', onExists);
+  try {
+    const first = await search();
+    return arrived ? await search() : first;
+  } finally {
+    client.off('exists', onExists);
+  }
+}
+
+/**
+ * The waiting messages of a mailbox of many: the lowest `max` of each list from the window's
+ * floors (see searchWaiting).
+ */
+async function searchWindowed(
+  client: ImapFlow,
+  window: WaitingWindow,
+  max: number,
+): Promise<Waiting> {
+  // The highest UID first: flag changes that other sessions made meanwhile come with its
+  // answer, and this round's floors already heed them (window.ts).
+  const top = await highestUid(client, window.lastTop);
+  window.startRound(client.mailbox ? client.mailbox.uidValidity : undefined, top);
+  const flagged = await searchWaiting(client, window, 'flagged', max, top);
+  const normal = await searchWaiting(client, window, 'normal', max, top);
+
+  // A list that came back full may have more waiting past its last UID.
+  const seenThrough = Math.min(
+    ...[flagged.uids, normal.uids].map((uids) =>
+      uids.length < max ? Infinity : Math.max(...uids),
+    ),
+  );
+  return { flagged, normal, seenThrough, unsplit: false };
+}
+
+/** The lists of `found`, with a single SEARCH's result split by the flags fetched since. */
+function split(found: Waiting, flagged: Set<number>): Waiting {
+  if (!found.unsplit) {
+    return found;
+  }
+  const { uids, modseq } = found.normal;
+  return {
+    ...found,
+    flagged: { uids: uids.filter((uid) => flagged.has(uid)), modseq },
+    normal: { uids: uids.filter((uid) => !flagged.has(uid)), modseq },
+    unsplit: false,
+  };
+}
+
+/** Whether the server can send only the first UIDs of a SEARCH (ESEARCH and RFC 5267). */
+function searchesPartially(client: ImapFlow): boolean {
+  return (
+    client.capabilities.has('ESEARCH') &&
+    (client.capabilities.has('CONTEXT=SEARCH') || client.capabilities.has('PARTIAL'))
   );
 }
 
@@ -359,9 +539,7 @@ async function searchWaiting(
   max: number,
   top: number,
 ): Promise<SearchResult> {
-  const partial =
-    client.capabilities.has('ESEARCH') &&
-    (client.capabilities.has('CONTEXT=SEARCH') || client.capabilities.has('PARTIAL'));
+  const partial = searchesPartially(client);
   const uids: number[] = [];
   let modseq: bigint | undefined;
 
