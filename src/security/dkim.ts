@@ -2,8 +2,10 @@
 // and publishes its public key in DNS, and a consumer that requires DKIM accepts only mail with
 // a valid signature of a domain on its allow-list. mailauth verifies; the DNS look-ups go
 // through a resolver the caller may replace (tests answer from memory, never the network).
+//
+// mailauth is loaded on the first check, not with this module: it adds about 20 MiB to a
+// process's memory, which a consumer that does not require DKIM should not carry.
 
-import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { ERROR_CODES, MailbusError, errorText } from '../errors.js';
 import type { QuarantineVerdict } from './quarantine.js';
 
@@ -35,6 +37,7 @@ export async function checkDkim(
 ): Promise<QuarantineVerdict | undefined> {
   let results;
   try {
+    const { dkimVerify } = await import('mailauth/lib/dkim/verify.js');
     results = (await dkimVerify(raw, { resolver: policy.resolver })).results;
   } catch (err) {
     return { reason: 'dkim', detail: `DKIM cannot be checked: ${errorText(err)}` };
