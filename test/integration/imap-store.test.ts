@@ -872,44 +872,6 @@ describe('IMAP leases, schedules and folders on Dovecot', () => {
     await claimer.close();
   });
 
-  it('publishes past a group deleted since its last publish, and does not make it again', async () => {
-    const records: { event?: string; mailboxes?: string[] }[] = [];
-    const logger = pino(
-      { level: 'warn' },
-      { write: (line: string) => void records.push(JSON.parse(line)) },
-    );
-    const store = await ImapStore.open(imapConfig(), { logger });
-    opened.push(store);
-    const topic = uniqueTopic('imap-gone-group');
-    const messages = await compose(topic, [{ payload: 1 }, { payload: 2 }, { payload: 3 }]);
-    await store.append(topic, messages.slice(0, 1));
-    await store.subscribe(topic, 'audit');
-    await store.append(topic, messages.slice(1, 2));
-    expect(await store.listGroups(topic)).toEqual(['audit', 'default']);
-
-    // The store knows the group from that publish and copies into it first. A mail client
-    // deletes the group's mailbox but not its children, so the server still lists its name.
-    const audit = `${topic}.audit`;
-    const client = await inspector();
-    try {
-      await client.mailboxDelete(audit);
-      await store.append(topic, messages.slice(2));
-      await store.append(topic, await compose(topic, [{ payload: 4 }]));
-      // imapflow answers a STATUS of a mailbox that does not exist with false.
-      expect(await client.status(audit, { messages: true })).toBe(false);
-    } finally {
-      await client.logout();
-    }
-    const warned = records.filter((record) => record.event === 'publish.group_missing');
-    expect(warned.map((record) => record.mailboxes)).toEqual([[audit]]);
-
-    const claimer = await store.claimer(topic, 'default', { consumer: 'w1' });
-    const claims = await claimUntil(claimer, 4);
-    expect(claims).toHaveLength(4);
-    await claimer.ack(claims);
-    await claimer.close();
-  });
-
   it('claims messages that another session frees below where its search has got to', async () => {
     const store = await openStore();
     const topic = uniqueTopic('imap-window');

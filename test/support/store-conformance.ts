@@ -240,6 +240,52 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
       await claimer.close();
     });
 
+    it('hands out high-priority keyed messages before older normal ones', async () => {
+      const store = await open();
+      const topic = uniqueTopic('priority-keys');
+      const [f1, n2, f3, n4] = await compose(topic, [
+        { payload: 'f1', key: 'a', priority: 'high' },
+        { payload: 'n2', key: 'b' },
+        { payload: 'f3', key: 'c', priority: 'high' },
+        { payload: 'n4', key: 'd' },
+      ]);
+      for (const message of [f1, n2, f3, n4]) {
+        await store.append(topic, [message as ComposedMessage]);
+      }
+      const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
+      const first = await claimer.claim(2);
+      expect(first.map(idOf)).toEqual([f1?.id, f3?.id]);
+      await claimer.ack([...first, ...(await claimAll(claimer, 2))]);
+      await claimer.close();
+    });
+
+    it('hands out normal messages while the turn of starred ones ahead is held', async () => {
+      const store = await open();
+      const topic = uniqueTopic('priority-turns');
+      const [f1, f2, n3] = await compose(topic, [
+        { payload: 'f1', key: 'k', priority: 'high' },
+        { payload: 'f2', key: 'k', priority: 'high' },
+        { payload: 'n3' },
+      ]);
+      for (const message of [f1, f2, n3]) {
+        await store.append(topic, [message as ComposedMessage]);
+      }
+      const holder = await store.claimer(topic, 'default', { consumer: 'c1' });
+      const other = await store.claimer(topic, 'default', { consumer: 'c2' });
+      const held = await holder.claim(1);
+      expect(held.map(idOf)).toEqual([f1?.id]);
+      // c2 may not take f2 while f1 holds the key's turn, but n3 has no key to wait for.
+      const next = await other.claim(1);
+      expect(next.map(idOf)).toEqual([n3?.id]);
+      await holder.ack(held);
+      await other.ack(next);
+      const last = await claimAll(other, 1);
+      expect(last.map(idOf)).toEqual([f2?.id]);
+      await other.ack(last);
+      await holder.close();
+      await other.close();
+    });
+
     it('wakes a waiting claimer when a message arrives', async () => {
       const store = await open();
       const topic = uniqueTopic('wake');

@@ -40,8 +40,9 @@
 // arrived in a quiet queue is claimed a few round trips sooner.
 //
 // Each command is a round trip (imapflow sends one at a time), so the picks' headers, sizes,
-// flags and short texts come back in one FETCH before the STORE. The texts of picks lost to
-// another consumer are read for nothing: short ones only, so little.
+// flags and texts come back in one FETCH before the STORE: the first 64 KiB of each, which is
+// the whole of a usual message. What is read of picks lost to another consumer, and the top of
+// a larger message (read whole once won), is read for nothing: at most 64 KiB a pick.
 
 import type { ImapFlow } from 'imapflow';
 import { ERROR_CODES, MailbusError } from '../../errors.js';
@@ -113,7 +114,10 @@ interface Waiting {
   normal: SearchResult;
   /** The lists hold every waiting message up to this UID; past it, more may wait unseen. */
   seenThrough: number;
-  /** Found by one SEARCH of both lists: split by the \Flagged of the FETCH that follows. */
+  /**
+   * Found by one SEARCH of both lists: `normal` holds them all, flagged ones too, until split()
+   * sorts them by the \Flagged of the FETCH that follows.
+   */
   unsplit: boolean;
 }
 
@@ -145,6 +149,8 @@ export async function claimRound(
 ): Promise<ClaimRound> {
   // High priority first: flagged waiting messages, then the others, each by lowest UID. Both
   // lists are looked at, since a key's first message may be in either.
+  // The session's count of messages, as of the server's last report: claimed and deleted ones
+  // too, and maybe behind. A guess at the SEARCH's cost is all it is needed for.
   const exists = client.mailbox ? client.mailbox.exists : Infinity;
   const found =
     exists <= SHALLOW_MAILBOX_MESSAGES
@@ -197,7 +203,8 @@ async function gateByTurn(
   max: number,
 ): Promise<Gate> {
   if (orderings.size === 0) {
-    return { ...capPicks(found.flagged.uids, found.normal.uids, found, max), turns: new Map() };
+    const capped = capPicks(found.flagged.uids, found.normal.uids, found, max);
+    return { ...capped, turns: new Map(), deferred: false };
   }
   const holders = await turns.holders();
 
@@ -239,7 +246,7 @@ async function gateByTurn(
       turnOf.delete(uid);
     }
   }
-  return { ...capped, turns: turnOf, deferred: deferred || capped.deferred };
+  return { ...capped, turns: turnOf, deferred };
 }
 
 /** At most `max` picks, flagged first; each list keeps the MODSEQ of its snapshot. */
@@ -248,13 +255,12 @@ function capPicks(
   normal: number[],
   found: { flagged: SearchResult; normal: SearchResult },
   max: number,
-): { flagged: SearchResult; normal: SearchResult; deferred: boolean } {
+): { flagged: SearchResult; normal: SearchResult } {
   const keptFlagged = flagged.slice(0, max);
   const keptNormal = normal.slice(0, max - keptFlagged.length);
   return {
     flagged: keptFlagged.length > 0 ? { ...found.flagged, uids: keptFlagged } : NO_PICKS,
     normal: keptNormal.length > 0 ? { ...found.normal, uids: keptNormal } : NO_PICKS,
-    deferred: false,
   };
 }
 
@@ -381,7 +387,8 @@ async function claimPicks(
 /**
  * The conditional STOREs of both lists: each SEARCH is a snapshot of its own, so each list is
  * protected by the MODSEQ read with it (every change made after a snapshot gets a MODSEQ above
- * the highest it reported). Lists from the same snapshot share one STORE.
+ * the highest it reported). Lists with the same MODSEQ (a shallow round's one SEARCH) share one
+ * STORE: the same UNCHANGEDSINCE protects both.
  */
 async function takeAll(
   client: ImapFlow,
@@ -421,8 +428,9 @@ export async function arbitrateClaim(
 /**
  * The waiting messages of a mailbox of few messages (SHALLOW_MAILBOX_MESSAGES): the lowest
  * `max` of both lists in one SEARCH of the whole mailbox, split by flag once fetched. When that
- * SEARCH comes back full, flagged messages may wait past it: a SEARCH of the flagged ones
- * follows, and the others are those of the first SEARCH that it did not name.
+ * SEARCH comes back full, more may wait past it, of either list: then each list is searched on
+ * its own, as a windowed round does, so that flagged messages and the messages of keys whose
+ * turns are free are seen as far as `max` of each list reaches.
  */
 async function searchShallow(
   client: ImapFlow,
@@ -432,29 +440,29 @@ async function searchShallow(
   // The window's floors are not kept up here: a round on a deep mailbox starts again from 1.
   window.reset();
   const partial = searchesPartially(client);
-  const waiting = ['UNKEYWORD', CLAIM_KEYWORD, 'UNDELETED'];
+  const waiting = ['UID', '1:*', 'UNKEYWORD', CLAIM_KEYWORD, 'UNDELETED'];
 
-  const both = await searchOnSyncedView(client, () =>
-    searchUids(client, ['UID', '1:*', ...waiting], max, partial),
-  );
+  const both = await searchOnSyncedView(client, () => searchUids(client, waiting, max, partial));
   if (both.uids.length < max) {
     return { flagged: NO_PICKS, normal: both, seenThrough: Infinity, unsplit: true };
   }
-  const flagged = await searchUids(client, ['UID', '1:*', 'FLAGGED', ...waiting], max, partial);
-  const starred = new Set(flagged.uids);
-  const normal = { ...both, uids: both.uids.filter((uid) => !starred.has(uid)) };
-  const seenThrough = Math.min(
-    Math.max(...both.uids),
-    flagged.uids.length < max ? Infinity : Math.max(...flagged.uids),
-  );
-  return { flagged, normal, seenThrough, unsplit: false };
+  const flagged = await searchUids(client, [...waiting, 'FLAGGED'], max, partial);
+  const normal = await searchUids(client, [...waiting, 'UNFLAGGED'], max, partial);
+  return { flagged, normal, seenThrough: seenThrough([flagged, normal], max), unsplit: false };
+}
+
+/** The highest UID up to which lists of at most `max` picks hold every waiting message. */
+function seenThrough(lists: SearchResult[], max: number): number {
+  // A list that came back full may have more waiting past its last UID.
+  return Math.min(...lists.map(({ uids }) => (uids.length < max ? Infinity : Math.max(...uids))));
 }
 
 /**
  * Runs `search`, and once more when the server reported new mail with its answer. A SEARCH
  * answers from the session's view of the mailbox, which takes in what other sessions stored
  * only as the command ends (the EXISTS that comes with the answer): without a second look,
- * mail stored before the claim began could be missed by it. The windowed round's first
+ * mail stored before the claim began could be missed by it (the claimer's wake on the EXISTS
+ * would bring it to the next claim, but a caller may not make one). The windowed round's first
  * command is its sync point instead (searchWindowed).
  */
 async function searchOnSyncedView(
@@ -489,14 +497,7 @@ async function searchWindowed(
   window.startRound(client.mailbox ? client.mailbox.uidValidity : undefined, top);
   const flagged = await searchWaiting(client, window, 'flagged', max, top);
   const normal = await searchWaiting(client, window, 'normal', max, top);
-
-  // A list that came back full may have more waiting past its last UID.
-  const seenThrough = Math.min(
-    ...[flagged.uids, normal.uids].map((uids) =>
-      uids.length < max ? Infinity : Math.max(...uids),
-    ),
-  );
-  return { flagged, normal, seenThrough, unsplit: false };
+  return { flagged, normal, seenThrough: seenThrough([flagged, normal], max), unsplit: false };
 }
 
 /** The lists of `found`, with a single SEARCH's result split by the flags fetched since. */

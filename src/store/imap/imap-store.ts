@@ -106,10 +106,6 @@ export class ImapStore implements Store {
   private readonly claimers = new Set<ImapClaimer>();
   // Topics this store has created or seen, so append() creates a topic at most once.
   private readonly knownTopics = new Set<string>();
-  /** The groups of each topic as its last publish listed them: they get the next copies first. */
-  private readonly groupsListed = new Map<string, GroupMailboxes>();
-  /** Group mailboxes found listed but missing, reported once each. */
-  private readonly missingGroups = new Set<string>();
   private closing: Promise<void> | undefined;
 
   private constructor(
@@ -256,25 +252,13 @@ export class ImapStore implements Store {
         };
         const later = notBefore !== undefined && notBefore.getTime() > Date.now();
 
-        const listed = await publishToTopic(
+        await publishToTopic(
           client,
           topicMailbox,
           listGroups,
           messages,
           later ? notBefore : undefined,
-          this.groupsListed.get(topic),
         );
-        if (listed !== undefined) {
-          this.groupsListed.set(topic, listed.listed);
-          const unreported = listed.missing.filter((mailbox) => !this.missingGroups.has(mailbox));
-          unreported.forEach((mailbox) => this.missingGroups.add(mailbox));
-          if (unreported.length > 0) {
-            this.log.warn(
-              { event: 'publish.group_missing', topic, mailboxes: unreported },
-              'listed groups of the topic have no mailbox (deleted without their children)',
-            );
-          }
-        }
       },
       topicMailbox,
     );

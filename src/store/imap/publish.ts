@@ -6,7 +6,7 @@
 import type { ImapFlow } from 'imapflow';
 import { ERROR_CODES, MailbusError } from '../../errors.js';
 import type { ComposedMessage } from '../../message/compose.js';
-import { appendMessages, copyMessages, creatingMailbox, isMissingMailbox } from './commands.js';
+import { appendMessages, copyMessages, creatingMailbox } from './commands.js';
 import type { AppendedMessage } from './commands.js';
 import { scheduledCopy } from './schedule.js';
 
@@ -27,14 +27,6 @@ export interface GroupMailboxes {
   scheduled: string[];
 }
 
-/** What a publish found of the topic's groups. */
-export interface Published {
-  /** The groups as listed after the upload. */
-  listed: GroupMailboxes;
-  /** Listed groups whose mailbox does not exist, left out (see publishToTopic). */
-  missing: string[];
-}
-
 /**
  * Stores `messages` in `topicMailbox` (selected by the caller) and in every one of the groups,
  * into their Scheduled mailboxes when `notBefore` is given. Resolves once every mailbox has
@@ -51,8 +43,7 @@ export async function publishToTopic(
   listGroups: () => Promise<GroupMailboxes>,
   messages: ComposedMessage[],
   notBefore?: Date,
-  known: GroupMailboxes = { groups: [], scheduled: [] },
-): Promise<Published | undefined> {
+): Promise<void> {
   checkAppendLimit(client, messages);
 
   const now = messages.map((message) => ({ raw: message.raw, flags: flagsOf(message) }));
@@ -67,7 +58,7 @@ export async function publishToTopic(
     for (const mailbox of (await listGroups()).scheduled) {
       await creatingMailbox(client, mailbox, () => uploadAll(client, mailbox, later));
     }
-    return undefined;
+    return;
   }
 
   // Without UIDPLUS there are no UIDs to COPY by: every mailbox gets an APPEND of its own.
@@ -76,7 +67,7 @@ export async function publishToTopic(
     for (const mailbox of (await listGroups()).groups) {
       await uploadAll(client, mailbox, now);
     }
-    return undefined;
+    return;
   }
 
   const uids = await uploadAll(client, topicMailbox, now);
@@ -87,49 +78,9 @@ export async function publishToTopic(
       { command: 'APPEND', mailbox: topicMailbox },
     );
   }
-  // COPY acts on the selected mailbox, which is the topic's. The groups the last publish found
-  // get their copies first, so that their consumers see the messages a round trip sooner; the
-  // groups listed now, after the upload, are the ones that must have them.
-  const copied = new Set<string>();
-  for (const group of known.groups) {
-    if (await copyUnlessGone(client, uids, group)) {
-      copied.add(group);
-    }
-  }
-  // A listed group whose mailbox does not exist was deleted without its children (Dovecot lists
-  // a name that only has children like any other): no one consumes from it any more.
-  const listed = await listGroups();
-  const missing: string[] = [];
-  for (const group of listed.groups) {
-    if (copied.has(group)) {
-      continue;
-    }
-    try {
-      await copyMessages(client, uids, group);
-    } catch (err) {
-      if (!isMissingMailbox(err)) {
-        throw err;
-      }
-      missing.push(group);
-    }
-  }
-  return { listed, missing };
-}
-
-/**
- * COPY into a group that may have been removed since it was listed. False when the server
- * refused it (NO: the mailbox is gone, or is no longer one that holds mail): the listing that
- * follows says whether the group is still there, and a listed group is copied into again.
- */
-async function copyUnlessGone(client: ImapFlow, uids: number[], group: string): Promise<boolean> {
-  try {
+  // COPY acts on the selected mailbox, which is the topic's.
+  for (const group of (await listGroups()).groups) {
     await copyMessages(client, uids, group);
-    return true;
-  } catch (err) {
-    if ((err as { responseStatus?: unknown }).responseStatus === 'NO') {
-      return false;
-    }
-    throw err;
   }
 }
 
