@@ -909,6 +909,58 @@ describe('IMAP leases, schedules and folders on Dovecot', () => {
     }
   });
 
+  it('claims past a message whose key waits for its turn at the bottom of a deep mailbox', async () => {
+    const store = await openStore();
+    const topic = uniqueTopic('imap-window-turn');
+    const keyed = await compose(topic, [
+      { payload: 'k1', key: 'k' },
+      { payload: 'k2', key: 'k' },
+    ]);
+    // Fillers enough to empty the first range of a search from UID 1 once claimed, and more
+    // behind them to keep the mailbox deep enough to be searched by window.
+    const fillers = await compose(
+      topic,
+      Array.from({ length: 1_023 }, (_, i) => ({ payload: `f${i}` })),
+    );
+    const later = await compose(
+      topic,
+      Array.from({ length: SHALLOW_MAILBOX_MESSAGES + 200 }, (_, i) => ({ payload: `l${i}` })),
+    );
+    for (const batch of [keyed, fillers, later]) {
+      await store.append(topic, batch);
+    }
+
+    // One consumer holds k1, and with it the key's turn, and takes every filler (and perhaps
+    // a few of the later ones: its batches are of 100).
+    const holder = await store.claimer(topic, 'default', { consumer: 'w1' });
+    const held: Claim[] = [];
+    const heldIds = new Set<string>();
+    const fillerIds = fillers.map((message) => message.id);
+    for (let round = 0; round < 50 && !fillerIds.every((id) => heldIds.has(id)); round += 1) {
+      const claims = await holder.claim(100);
+      held.push(...claims);
+      claims.forEach((claim) => heldIds.add(idOf(claim)));
+    }
+    expect(fillerIds.every((id) => heldIds.has(id))).toBe(true);
+    expect(heldIds.has(keyed[0]!.id)).toBe(true);
+    expect(heldIds.has(keyed[1]!.id)).toBe(false);
+
+    // Another one's first range finds only k2, which waits for k1: the messages of its next
+    // range, stored later (with higher MODSEQs), are still its to claim.
+    const other = await store.claimer(topic, 'default', { consumer: 'w2' });
+    const claims = await other.claim(10);
+    const laterIds = new Set(later.map((message) => message.id));
+    expect(claims.length).toBeGreaterThan(0);
+    expect(claims.every((claim) => laterIds.has(idOf(claim)) && !heldIds.has(idOf(claim)))).toBe(
+      true,
+    );
+
+    await holder.ack(held);
+    await other.ack(claims);
+    await holder.close();
+    await other.close();
+  });
+
   it('adopts messages of its own in-progress mailbox that no claim handed out', async () => {
     const store = await openStore();
     const topic = uniqueTopic('imap-orphan');

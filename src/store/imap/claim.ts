@@ -35,14 +35,16 @@
 //
 // The SEARCH for waiting messages starts at the claimer's floor (window.ts): the messages
 // below it were not waiting when it last looked, so a deep backlog costs no more per round. A
-// mailbox that holds few messages is searched whole instead, both lists in one SEARCH: that
-// takes the server less time than the commands a window needs, and a message that has just
-// arrived in a quiet queue is claimed a few round trips sooner.
+// mailbox that holds few messages is searched whole instead, both lists in one SEARCH (each
+// list on its own when that one comes back full): that takes the server less time than the
+// commands a window needs, and a message that has just arrived in a quiet queue is claimed a
+// few round trips sooner.
 //
-// Each command is a round trip (imapflow sends one at a time), so the picks' headers, sizes,
-// flags and texts come back in one FETCH before the STORE: the first 64 KiB of each, which is
-// the whole of a usual message. What is read of picks lost to another consumer, and the top of
-// a larger message (read whole once won), is read for nothing: at most 64 KiB a pick.
+// Each command is a round trip (imapflow sends one at a time), so the headers, sizes, flags
+// and texts of what the SEARCHes found come back in one FETCH before the STORE: the first 64
+// KiB of each, which is the whole of a usual message. What is read of messages not claimed in
+// the end (past the batch, held back by a key's turn, or lost to another consumer), and the
+// top of a larger message (read whole once won), is read for nothing: at most 64 KiB each.
 
 import type { ImapFlow } from 'imapflow';
 import { ERROR_CODES, MailbusError } from '../../errors.js';
@@ -98,7 +100,8 @@ const SEARCH_SPAN_UIDS = 1_024;
 
 /**
  * A group mailbox with at most this many messages is searched whole each round: one SEARCH of
- * it costs the server less than the two or three commands a windowed round sends.
+ * it (three when it comes back full) costs the server less than the three or more commands a
+ * windowed round sends.
  */
 export const SHALLOW_MAILBOX_MESSAGES = 512;
 
@@ -108,10 +111,16 @@ export const SHALLOW_MAILBOX_MESSAGES = 512;
  */
 export const INLINE_TEXT_BYTES = 64 * 1024;
 
+/** Waiting messages of one list, found by one SEARCH or by several, each a snapshot of its own. */
+interface FoundList extends SearchResult {
+  /** The MODSEQ of the SEARCH that found each UID, when several SEARCHes found them. */
+  snapshots?: Map<number, bigint>;
+}
+
 /** The waiting messages a round found, in the lists it claims them from. */
 interface Waiting {
-  flagged: SearchResult;
-  normal: SearchResult;
+  flagged: FoundList;
+  normal: FoundList;
   /** The lists hold every waiting message up to this UID; past it, more may wait unseen. */
   seenThrough: number;
   /**
@@ -149,6 +158,7 @@ export async function claimRound(
 ): Promise<ClaimRound> {
   // High priority first: flagged waiting messages, then the others, each by lowest UID. Both
   // lists are looked at, since a key's first message may be in either.
+  //
   // The session's count of messages, as of the server's last report: claimed and deleted ones
   // too, and maybe behind. A guess at the SEARCH's cost is all it is needed for.
   const exists = client.mailbox ? client.mailbox.exists : Infinity;
@@ -249,19 +259,36 @@ async function gateByTurn(
   return { ...capped, turns: turnOf, deferred };
 }
 
-/** At most `max` picks, flagged first; each list keeps the MODSEQ of its snapshot. */
+/** At most `max` picks, flagged first, each list with the MODSEQ that protects its picks. */
 function capPicks(
   flagged: number[],
   normal: number[],
-  found: { flagged: SearchResult; normal: SearchResult },
+  found: { flagged: FoundList; normal: FoundList },
   max: number,
 ): { flagged: SearchResult; normal: SearchResult } {
   const keptFlagged = flagged.slice(0, max);
   const keptNormal = normal.slice(0, max - keptFlagged.length);
   return {
-    flagged: keptFlagged.length > 0 ? { ...found.flagged, uids: keptFlagged } : NO_PICKS,
-    normal: keptNormal.length > 0 ? { ...found.normal, uids: keptNormal } : NO_PICKS,
+    flagged: protectedPicks(found.flagged, keptFlagged),
+    normal: protectedPicks(found.normal, keptNormal),
   };
+}
+
+/**
+ * The picks kept of a list, with the lowest MODSEQ of the SEARCHes that found them: a pick is
+ * safe under any MODSEQ at or below that of its own snapshot. Only the SEARCHes of kept picks
+ * count. A SEARCH whose picks were all deferred (their keys' turns are held) may be older than
+ * every later one, and its MODSEQ would then make every other pick lose its STORE, each round.
+ */
+function protectedPicks(list: FoundList, uids: number[]): SearchResult {
+  if (uids.length === 0) {
+    return NO_PICKS;
+  }
+  const snapshots = uids.map((uid) => list.snapshots?.get(uid));
+  if (!snapshots.every((modseq): modseq is bigint => modseq !== undefined)) {
+    return { uids, modseq: list.modseq };
+  }
+  return { uids, modseq: snapshots.reduce((low, modseq) => (modseq < low ? modseq : low)) };
 }
 
 /**
@@ -429,8 +456,8 @@ export async function arbitrateClaim(
  * The waiting messages of a mailbox of few messages (SHALLOW_MAILBOX_MESSAGES): the lowest
  * `max` of both lists in one SEARCH of the whole mailbox, split by flag once fetched. When that
  * SEARCH comes back full, more may wait past it, of either list: then each list is searched on
- * its own, as a windowed round does, so that flagged messages and the messages of keys whose
- * turns are free are seen as far as `max` of each list reaches.
+ * its own (one SEARCH of each from UID 1), so that flagged messages and the messages of keys
+ * whose turns are free are seen as far as `max` of each list reaches.
  */
 async function searchShallow(
   client: ImapFlow,
@@ -530,8 +557,9 @@ function searchesPartially(client: ImapFlow): boolean {
  * The server walks every message of the UID range a SEARCH names, however few it returns, so
  * the range grows from SEARCH_SPAN_UIDS, doubling, until it holds `max` waiting messages or
  * reaches `top` (then open-ended): a backlog above them costs nothing. Each SEARCH is a
- * snapshot of its own; the lowest of their MODSEQs protects every pick (a pick seen in a later
- * snapshot and changed before it then loses its STORE, and is tried again next round).
+ * snapshot of its own, and each UID keeps the MODSEQ of the one that found it: the STORE is
+ * made under the lowest of those of the picks kept (protectedPicks). A pick seen in a later
+ * snapshot and changed before it then loses its STORE, and is tried again next round.
  */
 async function searchWaiting(
   client: ImapFlow,
@@ -539,9 +567,10 @@ async function searchWaiting(
   list: WaitingList,
   max: number,
   top: number,
-): Promise<SearchResult> {
+): Promise<FoundList> {
   const partial = searchesPartially(client);
   const uids: number[] = [];
+  const snapshots = new Map<number, bigint>();
   let modseq: bigint | undefined;
 
   // The last range is open-ended, and there is always one: a message stored just before this
@@ -562,9 +591,13 @@ async function searchWaiting(
     // `low:*` names the last message even when its UID is below `low`: that one was in an
     // earlier range already.
     const found = await searchUids(client, criteria, max - uids.length, partial);
-    uids.push(...found.uids.filter((uid) => uid >= low));
+    const fresh = found.uids.filter((uid) => uid >= low);
+    uids.push(...fresh);
     if (found.uids.length > 0 && (modseq === undefined || found.modseq! < modseq)) {
       modseq = found.modseq;
+    }
+    if (found.modseq !== undefined) {
+      fresh.forEach((uid) => snapshots.set(uid, found.modseq as bigint));
     }
     if (last || uids.length >= max) {
       break;
@@ -572,14 +605,14 @@ async function searchWaiting(
     low = high + 1;
   }
 
-  const result = { uids, modseq: uids.length > 0 ? modseq : undefined };
+  const result = { uids, modseq: uids.length > 0 ? modseq : undefined, snapshots };
   window.searched(list, result, top);
   return result;
 }
 
 /**
- * The conditional STORE of `keyword` on `picks`, whose MODSEQ is the highest among them in the
- * snapshot they were picked from: returns the UIDs this session won.
+ * The conditional STORE of `keyword` on `picks`, under their MODSEQ: at or below that of every
+ * snapshot they were picked from (protectedPicks). Returns the UIDs this session won.
  */
 export async function takeExclusively(
   client: ImapFlow,
