@@ -212,13 +212,22 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
       await claimer.close();
     });
 
-    it('hands out high-priority messages first', async () => {
-      const store = await open();
-      const topic = uniqueTopic('priority');
+    /** Two normal messages, then a high-priority one, each publish on its own. */
+    async function normalThenUrgent(
+      store: Store,
+      topic: string,
+    ): Promise<{ normal: ComposedMessage[]; urgent: ComposedMessage[] }> {
       const normal = await compose(topic, [{ payload: 'a' }, { payload: 'b' }]);
       const urgent = await compose(topic, [{ payload: 'urgent', priority: 'high' }]);
       await store.append(topic, normal);
       await store.append(topic, urgent);
+      return { normal, urgent };
+    }
+
+    it('hands out high-priority messages first', async () => {
+      const store = await open();
+      const topic = uniqueTopic('priority');
+      const { urgent } = await normalThenUrgent(store, topic);
       const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
       const [first] = await claimer.claim(1);
       expect(idOf(first as Claim)).toBe(urgent[0]?.id);
@@ -229,10 +238,7 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
     it('puts high-priority messages first within one claim', async () => {
       const store = await open();
       const topic = uniqueTopic('priority-batch');
-      const normal = await compose(topic, [{ payload: 'a' }, { payload: 'b' }]);
-      const urgent = await compose(topic, [{ payload: 'urgent', priority: 'high' }]);
-      await store.append(topic, normal);
-      await store.append(topic, urgent);
+      const { normal, urgent } = await normalThenUrgent(store, topic);
       const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
       const claims = await claimer.claim(10);
       expect(claims.map(idOf)).toEqual([urgent[0]?.id, normal[0]?.id, normal[1]?.id]);
@@ -243,15 +249,16 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
     it('hands out high-priority keyed messages before older normal ones', async () => {
       const store = await open();
       const topic = uniqueTopic('priority-keys');
-      const [f1, n2, f3, n4] = await compose(topic, [
+      const messages = await compose(topic, [
         { payload: 'f1', key: 'a', priority: 'high' },
         { payload: 'n2', key: 'b' },
         { payload: 'f3', key: 'c', priority: 'high' },
         { payload: 'n4', key: 'd' },
       ]);
-      for (const message of [f1, n2, f3, n4]) {
-        await store.append(topic, [message as ComposedMessage]);
+      for (const message of messages) {
+        await store.append(topic, [message]);
       }
+      const [f1, , f3] = messages;
       const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
       const first = await claimer.claim(2);
       expect(first.map(idOf)).toEqual([f1?.id, f3?.id]);
@@ -262,14 +269,15 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
     it('hands out normal messages while the turn of starred ones ahead is held', async () => {
       const store = await open();
       const topic = uniqueTopic('priority-turns');
-      const [f1, f2, n3] = await compose(topic, [
+      const messages = await compose(topic, [
         { payload: 'f1', key: 'k', priority: 'high' },
         { payload: 'f2', key: 'k', priority: 'high' },
         { payload: 'n3' },
       ]);
-      for (const message of [f1, f2, n3]) {
-        await store.append(topic, [message as ComposedMessage]);
+      for (const message of messages) {
+        await store.append(topic, [message]);
       }
+      const [f1, f2, n3] = messages;
       const holder = await store.claimer(topic, 'default', { consumer: 'c1' });
       const other = await store.claimer(topic, 'default', { consumer: 'c2' });
       const held = await holder.claim(1);

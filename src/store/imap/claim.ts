@@ -113,7 +113,10 @@ export const INLINE_TEXT_BYTES = 64 * 1024;
 
 /** Waiting messages of one list, found by one SEARCH or by several, each a snapshot of its own. */
 interface FoundList extends SearchResult {
-  /** The MODSEQ of the SEARCH that found each UID, when several SEARCHes found them. */
+  /**
+   * The MODSEQ of the SEARCH that found each UID, when several SEARCHes may have found them;
+   * without it, `modseq` is that of the one SEARCH.
+   */
   snapshots?: Map<number, bigint>;
 }
 
@@ -284,11 +287,20 @@ function protectedPicks(list: FoundList, uids: number[]): SearchResult {
   if (uids.length === 0) {
     return NO_PICKS;
   }
-  const snapshots = uids.map((uid) => list.snapshots?.get(uid));
-  if (!snapshots.every((modseq): modseq is bigint => modseq !== undefined)) {
+  if (list.snapshots === undefined) {
     return { uids, modseq: list.modseq };
   }
-  return { uids, modseq: snapshots.reduce((low, modseq) => (modseq < low ? modseq : low)) };
+  // A pick whose SEARCH reported no MODSEQ leaves the list to a fresh FETCH (takeExclusively).
+  const snapshots = uids.map((uid) => list.snapshots?.get(uid));
+  return { uids, modseq: lowest(snapshots) };
+}
+
+/** The lowest of `modseqs`; undefined when there are none or one is missing. */
+function lowest(modseqs: Array<bigint | undefined>): bigint | undefined {
+  if (modseqs.length === 0 || modseqs.some((modseq) => modseq === undefined)) {
+    return undefined;
+  }
+  return (modseqs as bigint[]).reduce((low, modseq) => (modseq < low ? modseq : low));
 }
 
 /**
@@ -368,8 +380,8 @@ async function claimPicks(
   }
 
   // The texts the FETCH before the STORE did not read whole are read now, once won.
-  const unread = won.filter((uid) => !limit.texts.has(uid));
-  const texts = new Map(limit.texts);
+  const texts = limit.texts;
+  const unread = won.filter((uid) => !texts.has(uid));
   for (const [uid, text] of await fetchClaimTexts(client, unread, limit.maxBytes, limit.sizes)) {
     texts.set(uid, text);
   }
@@ -571,7 +583,6 @@ async function searchWaiting(
   const partial = searchesPartially(client);
   const uids: number[] = [];
   const snapshots = new Map<number, bigint>();
-  let modseq: bigint | undefined;
 
   // The last range is open-ended, and there is always one: a message stored just before this
   // round may be missing from the answer that gave `top` (a session sees new mail once the
@@ -593,9 +604,6 @@ async function searchWaiting(
     const found = await searchUids(client, criteria, max - uids.length, partial);
     const fresh = found.uids.filter((uid) => uid >= low);
     uids.push(...fresh);
-    if (found.uids.length > 0 && (modseq === undefined || found.modseq! < modseq)) {
-      modseq = found.modseq;
-    }
     if (found.modseq !== undefined) {
       fresh.forEach((uid) => snapshots.set(uid, found.modseq as bigint));
     }
@@ -605,7 +613,8 @@ async function searchWaiting(
     low = high + 1;
   }
 
-  const result = { uids, modseq: uids.length > 0 ? modseq : undefined, snapshots };
+  const modseq = lowest(uids.map((uid) => snapshots.get(uid)));
+  const result = { uids, modseq, snapshots };
   window.searched(list, result, top);
   return result;
 }
