@@ -246,19 +246,28 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
       await claimer.close();
     });
 
+    /** Composes `outgoing` and stores each message with an append of its own, in order. */
+    async function appendEach(
+      store: Store,
+      topic: string,
+      outgoing: OutgoingMessage[],
+    ): Promise<ComposedMessage[]> {
+      const messages = await compose(topic, outgoing);
+      for (const message of messages) {
+        await store.append(topic, [message]);
+      }
+      return messages;
+    }
+
     it('hands out high-priority keyed messages before older normal ones', async () => {
       const store = await open();
       const topic = uniqueTopic('priority-keys');
-      const messages = await compose(topic, [
+      const [f1, , f3] = await appendEach(store, topic, [
         { payload: 'f1', key: 'a', priority: 'high' },
         { payload: 'n2', key: 'b' },
         { payload: 'f3', key: 'c', priority: 'high' },
         { payload: 'n4', key: 'd' },
       ]);
-      for (const message of messages) {
-        await store.append(topic, [message]);
-      }
-      const [f1, , f3] = messages;
       const claimer = await store.claimer(topic, 'default', { consumer: 'c1' });
       const first = await claimer.claim(2);
       expect(first.map(idOf)).toEqual([f1?.id, f3?.id]);
@@ -269,15 +278,11 @@ export function describeStoreConformance(name: string, openStore: () => Promise<
     it('hands out normal messages while the turn of starred ones ahead is held', async () => {
       const store = await open();
       const topic = uniqueTopic('priority-turns');
-      const messages = await compose(topic, [
+      const [f1, f2, n3] = await appendEach(store, topic, [
         { payload: 'f1', key: 'k', priority: 'high' },
         { payload: 'f2', key: 'k', priority: 'high' },
         { payload: 'n3' },
       ]);
-      for (const message of messages) {
-        await store.append(topic, [message]);
-      }
-      const [f1, f2, n3] = messages;
       const holder = await store.claimer(topic, 'default', { consumer: 'c1' });
       const other = await store.claimer(topic, 'default', { consumer: 'c2' });
       const held = await holder.claim(1);
