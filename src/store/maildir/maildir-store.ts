@@ -44,6 +44,7 @@ import { MaildirClaimer, heartbeatMs } from './claimer.js';
 import { keyDigest, orderingKeyOf } from '../../message/ordering.js';
 import { keyDigestOf, nameTimeMs, parseName, placement, uniqueBaseName } from './filenames.js';
 import { IdIndex, idIndexPath } from './id-index.js';
+import { SpareFiles } from './spares.js';
 import {
   countMessages,
   createFolder,
@@ -85,12 +86,15 @@ export class MaildirStore implements Store {
   private rootMade = false;
   // The id index of each group searched by id, kept between searches (id-index.ts).
   private readonly idIndexes = new Map<string, IdIndex>();
+  // Files made ahead for publishes to write into (spares.ts).
+  private readonly spares: SpareFiles;
 
   private constructor(config: MaildirConfig, options: MaildirStoreOptions) {
     this.root = config.path;
     this.location = config.path;
     this.durable = config.fsync;
     this.logger = options.logger.child({ sub: 'maildir', root: config.path });
+    this.spares = new SpareFiles(join(config.path, 'tmp'), this.logger);
   }
 
   /**
@@ -186,7 +190,7 @@ export class MaildirStore implements Store {
       const writes = messages.map(async (message) => {
         const digest = message.key === undefined ? undefined : keyDigest(message.key);
         const base = uniqueBaseName(message.raw.length, scheduled ? dueMs : undefined, digest);
-        const tmp = await writeTmp(topicDir, base, message.raw, this.durable);
+        const tmp = await writeTmp(topicDir, base, message.raw, this.durable, this.spares);
         written.push({ message, base, tmp });
       });
       await Promise.all(writes);
@@ -339,7 +343,7 @@ export class MaildirStore implements Store {
     const base = uniqueBaseName(raw.length, undefined, digest);
     const target = placement(base, HIGH_PRIORITY.test(raw.toString('latin1', 0, headerEnd(raw))));
     try {
-      const tmp = await writeTmp(groupDir, base, raw, this.durable);
+      const tmp = await writeTmp(groupDir, base, raw, this.durable, this.spares);
       fs.renameSync(tmp, join(groupDir, target));
     } catch (err) {
       throw storageError(`cannot restore a message into ${topic}/${group}`, err);
@@ -486,6 +490,7 @@ export class MaildirStore implements Store {
       return;
     }
     this.closed = true;
+    await this.spares.close();
     await Promise.all([...this.claimers].map((claimer) => claimer.close()));
   }
 

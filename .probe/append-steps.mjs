@@ -1,0 +1,31 @@
+import * as fs from 'node:fs';
+import { connect } from '../dist/index.js';
+import { writeTmp, ensureFolder, folderPath } from '../dist/store/maildir/folders.js';
+import { uniqueBaseName, placement } from '../dist/store/maildir/filenames.js';
+import { SpareFiles } from '../dist/store/maildir/spares.js';
+const root = fs.mkdtempSync('/tmp/pp-');
+const bus = await connect({ url: `maildir:${root}`, noFsync: true });
+await bus.subscribe('lat', 'default');
+const store = bus['store'];
+const { composeMessage } = await import('../dist/message/compose.js');
+const R = { ensureTopic: [], writeTmp: [], listGroups: [], linkRename: [], all: [] };
+const topicDir = folderPath(root, 'lat'); const g = folderPath(root, 'lat.default');
+for (let i = 0; i < 300; i++) {
+  const m = await composeMessage('lat', { payload: { i } }, { from: 'a@b', maxMessageBytes: 1e6 });
+  await new Promise((r) => setTimeout(r, 20));
+  let t0 = performance.now();
+  await store.ensureTopic('lat');
+  let t1 = performance.now();
+  const base = uniqueBaseName(m.raw.length);
+  const tmp = await writeTmp(topicDir, base, m.raw, false, store.spares);
+  let t2 = performance.now();
+  const groups = store.listGroupsNow('lat');
+  let t3 = performance.now();
+  const target = placement(base, false);
+  fs.linkSync(tmp, `${g}/${target}`); fs.renameSync(tmp, `${topicDir}/${target}`);
+  let t4 = performance.now();
+  R.ensureTopic.push(t1 - t0); R.writeTmp.push(t2 - t1); R.listGroups.push(t3 - t2); R.linkRename.push(t4 - t3); R.all.push(t4 - t0);
+}
+const q = (x, f) => { const s = [...x].sort((a, b) => a - b); return s[Math.floor((s.length - 1) * f)].toFixed(3); };
+for (const [n, x] of Object.entries(R)) console.log(n.padEnd(12), q(x, .5), q(x, .95));
+await bus.close(); fs.rmSync(root, { recursive: true, force: true });

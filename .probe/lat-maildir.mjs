@@ -1,0 +1,33 @@
+import { connect } from '../dist/index.js';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+const root = fs.mkdtempSync(path.join(process.env.ROOT ?? os.tmpdir(), 'lat-'));
+const bus = await connect({ url: `maildir:${root}`, noFsync: process.env.FSYNC !== '1' });
+const topic = 'lat';
+await bus.subscribe(topic, 'default');
+const starts = new Map();
+let resolveNext;
+const worker = bus.consume(topic, (m) => { const t = performance.now(); starts.set(m.payload.i, t); resolveNext?.(); }, { group: 'default', concurrency: 8 });
+const evs = new Map();
+const gdir = fs.readdirSync(root).find((d) => d === '.lat.default') ?? fs.readdirSync(root).filter(d=>d.includes('default'))[0];
+const watchers=[fs.watch(path.join(root, '.lat.default', 'new'), (e, n) => { if (!evs.has(n)) evs.set(n, performance.now()); })];
+await new Promise((r) => setTimeout(r, 500));
+const N = Number(process.env.N ?? 300);
+const pub = [], notify = [], total = [], after = [];
+for (let i = 0; i < N; i++) {
+  const got = new Promise((r) => (resolveNext = r));
+  evs.clear();
+  const t0 = performance.now();
+  await bus.publish(topic, { i });
+  const t1 = performance.now();
+  await got;
+  const t3 = starts.get(i);
+  const t2 = [...evs.values()][0] ?? NaN;
+  pub.push(t1 - t0); notify.push(t2 - t0); total.push(t3 - t0); after.push(t3 - t2);
+  await new Promise((r) => setTimeout(r, 20));
+}
+const q = (a, p) => { const s = [...a].filter(Number.isFinite).sort((x, y) => x - y); return s[Math.floor((s.length - 1) * p)].toFixed(3); };
+for (const [n, a] of Object.entries({ pub, notify, total, eventToHandler: after })) console.log(n.padEnd(16), 'p50', q(a, .5), 'p95', q(a, .95), 'p99', q(a, .99));
+watchers.forEach(w=>w.close()); console.log("closing"); await worker.close(); console.log("worker closed"); await bus.close(); console.log("bus closed");
+fs.rmSync(root, { recursive: true, force: true });
