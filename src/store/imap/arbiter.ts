@@ -149,8 +149,14 @@ export class ClaimArbiter {
         await this.connection.run(
           { command: 'EXPUNGE', mailbox: this.mailbox },
           async (client) => {
-            // A fresh SELECT: a session acts only on the UIDs it has been told of.
-            await client.mailboxOpen(this.mailbox);
+            // A session acts only on the UIDs it has been told of. With the mailbox selected
+            // already, a NOOP tells it of the records appended since; a SELECT costs more.
+            const selected = client.mailbox;
+            if (selected && selected.path === this.mailbox && !selected.readOnly) {
+              await client.noop();
+            } else {
+              await client.mailboxOpen(this.mailbox);
+            }
             await deleteMessages(client, batch);
           },
           null,

@@ -371,6 +371,9 @@ export class ImapConnection {
       clientInfo: { name: 'mailbus' },
       disableAutoIdle: !this.options.idle,
       disableAutoEnable: this.options.condstore === false,
+      // With QRESYNC a MOVE of a batch is reported in one VANISHED line, not an EXPUNGE line
+      // per message that imapflow would parse one by one.
+      qresync: true,
       autoIdleDelay: CLAIM_IDLE_DELAY_MS,
       connectionTimeout: CONNECT_TIMEOUT_MS,
       greetingTimeout: CONNECT_TIMEOUT_MS,
