@@ -1,13 +1,14 @@
 // The spare files a Maildir store makes ahead for its publishes (src/store/maildir/spares.ts):
 // a publish writes into one instead of creating its file, and no spare ever costs a message.
 
-import { lstatSync, mkdirSync, readFileSync, readdirSync, statSync, symlinkSync } from 'node:fs';
-import { writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, linkSync, lstatSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/log.js';
 import { MaildirStore } from '../../src/store/maildir/maildir-store.js';
-import { SPARE_FILES } from '../../src/store/maildir/spares.js';
+import { SPARE_FILES, SpareFiles } from '../../src/store/maildir/spares.js';
 import { compose, uniqueTopic } from '../support/store-conformance.js';
 import { tempDir } from '../support/temp.js';
 
@@ -81,19 +82,26 @@ describe('maildir spare files', () => {
     await store.close();
   });
 
-  it('takes over the spares a stopped process left, and never writes through a planted link', async () => {
+  it('takes over the spares a stopped process left, and writes into none that it did not make', async () => {
     const path = join(base, 'left');
     const outside = join(base, 'outside.txt');
     writeFileSync(outside, 'not a spare');
-    mkdirSync(join(path, 'tmp'), { recursive: true });
-    writeFileSync(join(path, 'tmp', 'spare.left-behind'), '');
-    symlinkSync(outside, join(path, 'tmp', 'spare.planted'));
-    mkdirSync(join(path, 'tmp', 'spare.a-directory'));
+    const tmp = join(path, 'tmp');
+    mkdirSync(tmp, { recursive: true });
+    writeFileSync(join(tmp, 'spare.left-behind'), '');
+    symlinkSync(outside, join(tmp, 'spare.symlink'));
+    linkSync(outside, join(tmp, 'spare.hardlink'));
+    writeFileSync(join(tmp, 'spare.not-empty'), 'someone else wrote this');
+    execFileSync('mkfifo', [join(tmp, 'spare.fifo')]);
+    mkdirSync(join(tmp, 'spare.a-directory'));
+    const planted = ['spare.symlink', 'spare.hardlink', 'spare.not-empty', 'spare.fifo'];
 
     const store = await open(path);
     const topic = uniqueTopic('left');
     await store.append(topic, await compose(topic, [{ payload: 'warm' }]));
-    await sparesReady(path, SPARE_FILES + 1); // a directory is never taken for a spare
+    // The five files left behind are taken over (never the directory), and three more made.
+    await sparesReady(path, SPARE_FILES + 1);
+    expect(spares(path)).toEqual(expect.arrayContaining(['spare.left-behind', ...planted]));
     const payloads = Array.from({ length: 2 * SPARE_FILES }, (_, i) => `m${i}`);
     await store.append(
       topic,
@@ -105,13 +113,34 @@ describe('maildir spare files', () => {
 
     expect(await waitingPayloads(store, topic)).toEqual([...payloads, 'warm'].sort());
     expect(readFileSync(outside, 'utf8')).toBe('not a spare');
+    expect(statSync(outside).nlink).toBe(1);
     expect(spares(path)).not.toContain('spare.left-behind');
-    expect(spares(path)).not.toContain('spare.planted');
-    const topicTmp = readdirSync(join(path, `.${topic}`, 'tmp'));
-    expect(topicTmp).toEqual([]);
+    for (const name of planted) {
+      expect(spares(path)).not.toContain(name);
+    }
+    expect(readdirSync(join(path, `.${topic}`, 'tmp'))).toEqual([]);
     await store.close();
     expect(spares(path)).toEqual(['spare.a-directory']);
-    expect(lstatSync(join(path, 'tmp', 'spare.a-directory')).isDirectory()).toBe(true);
+    expect(lstatSync(join(tmp, 'spare.a-directory')).isDirectory()).toBe(true);
+  });
+
+  it('keeps a spare whose rename found no folder to go to', async () => {
+    const path = join(base, 'no-folder');
+    mkdirSync(join(path, 'tmp'), { recursive: true });
+    writeFileSync(join(path, 'tmp', 'spare.one'), '');
+    const pool = new SpareFiles(join(path, 'tmp'), silentLogger);
+    pool.refill();
+    await sparesReady(path, SPARE_FILES);
+
+    expect(pool.take(join(path, 'gone', 'tmp', 'message'))).toBe(false);
+    expect(spares(path)).toHaveLength(SPARE_FILES);
+    mkdirSync(join(path, 'there'));
+    expect(pool.take(join(path, 'there', 'message'))).toBe(true);
+    expect(existsSync(join(path, 'there', 'message'))).toBe(true);
+    expect(spares(path)).toHaveLength(SPARE_FILES - 1);
+
+    await pool.close();
+    expect(spares(path)).toEqual([]);
   });
 
   it('loses no message when two stores of one Maildir reach for the same spares', async () => {

@@ -26,6 +26,7 @@ import {
   appendMessages,
   creatingMailbox,
   deleteMessages,
+  execute,
   formatUidSet,
   mailboxStatus,
   parseUidSet,
@@ -152,8 +153,8 @@ export class ClaimArbiter {
             // A session acts only on the UIDs it has been told of. With the mailbox selected
             // already, a NOOP tells it of the records appended since; a SELECT costs more.
             const selected = client.mailbox;
-            if (selected && selected.path === this.mailbox && !selected.readOnly) {
-              await client.noop();
+            if (selected && selected.path === this.mailbox && selected.readOnly === false) {
+              await execute(client, 'NOOP', false);
             } else {
               await client.mailboxOpen(this.mailbox);
             }

@@ -96,8 +96,11 @@ export function fsyncPath(path: string): Promise<void> {
   });
 }
 
-/** Opens a spare taken into tmp/: it exists, so nothing is created, and it is never a link. */
-const SPARE_FLAGS = fs.constants.O_WRONLY | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW;
+/**
+ * Opens a spare taken into tmp/. It exists, so nothing is created; it is never followed if it
+ * is a link, and a FIFO planted under a spare's name does not block the open.
+ */
+const SPARE_FLAGS = fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
 
 /**
  * Writes a new file into `dir`/tmp and returns its path; fsynced when `durable`. With `spares`,
@@ -139,20 +142,31 @@ export async function writeTmp(
  * other than a spare was planted under a spare's name): the caller then creates the file.
  */
 async function writeSpare(path: string, raw: Buffer, durable: boolean): Promise<boolean> {
-  let fd: number;
+  let fd: number | undefined;
   try {
     fd = fs.openSync(path, SPARE_FLAGS);
+    if (!isOwnEmptyFile(fs.fstatSync(fd))) {
+      throw new Error('not an empty file of this user');
+    }
   } catch {
-    fs.rmSync(path, { force: true });
+    if (fd !== undefined) {
+      fs.closeSync(fd);
+    }
+    try {
+      fs.rmSync(path, { force: true });
+    } catch (err) {
+      throw storageError(`cannot remove ${path}, planted under the name of a spare file`, err);
+    }
     return false;
   }
+
   try {
     for (let written = 0; written < raw.length;) {
       written += fs.writeSync(fd, raw, written);
     }
     if (durable) {
       await new Promise<void>((resolve, reject) => {
-        fs.fsync(fd, (err) => (err ? reject(err) : resolve()));
+        fs.fsync(fd as number, (err) => (err ? reject(err) : resolve()));
       });
     }
   } catch (err) {
@@ -162,6 +176,12 @@ async function writeSpare(path: string, raw: Buffer, durable: boolean): Promise<
     fs.closeSync(fd);
   }
   return true;
+}
+
+/** A spare as the store made it: a regular empty file of this user, with no other name. */
+function isOwnEmptyFile(stat: fs.Stats): boolean {
+  const own = process.getuid === undefined || stat.uid === process.getuid();
+  return stat.isFile() && stat.size === 0 && stat.nlink === 1 && own;
 }
 
 /**

@@ -43,16 +43,22 @@ export class SpareFiles {
       if (name === undefined) {
         break;
       }
+      const spare = join(this.dir, name);
       try {
-        fs.renameSync(join(this.dir, name), path);
+        fs.renameSync(spare, path);
         // Made once this publish is done: a file created meanwhile would hold up its writes.
         setTimeout(() => this.refill(), 0).unref();
         return true;
       } catch (err) {
+        if (errnoOf(err) === 'ENOENT' && !fs.existsSync(spare)) {
+          continue; // another process took this one
+        }
+        // The target's folder is missing (the caller's create reports it), or renames fail.
+        this.ready.push(name);
         if (errnoOf(err) !== 'ENOENT') {
           this.stop(err);
         }
-        // ENOENT: another process took this one.
+        return false;
       }
     }
     this.refill();
@@ -75,21 +81,20 @@ export class SpareFiles {
     await this.making;
   }
 
+  /** Never rejects: a spare that cannot be made is a file the publish creates itself. */
   private async make(): Promise<void> {
     try {
       if (!this.adopted) {
         this.adopted = true;
-        const left = listDir(this.dir).filter((name) => name.startsWith(PREFIX));
-        this.ready.push(...left.slice(0, SPARE_FILES));
+        this.ready.push(...listDir(this.dir).filter((name) => name.startsWith(PREFIX)));
       }
       while (!this.stopped && this.ready.length < SPARE_FILES) {
         const name = `${PREFIX}${randomBytes(8).toString('hex')}`;
         const handle = await fs.promises.open(join(this.dir, name), 'wx', FILE_MODE);
         await handle.close();
+        this.ready.push(name);
         if (this.stopped) {
-          fs.rmSync(join(this.dir, name), { force: true });
-        } else {
-          this.ready.push(name);
+          this.discard();
         }
       }
     } catch (err) {
@@ -105,10 +110,15 @@ export class SpareFiles {
     this.discard();
   }
 
+  /** Removes the ready spares, as far as it can: one left behind is taken over later. */
   private discard(): void {
     this.stopped = true;
     for (const name of this.ready.splice(0)) {
-      fs.rmSync(join(this.dir, name), { force: true });
+      try {
+        fs.rmSync(join(this.dir, name), { force: true });
+      } catch (err) {
+        this.logger.debug({ event: 'spares.left', name, err: String(err) });
+      }
     }
   }
 }
