@@ -1,8 +1,8 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseSmtpUrl, parseStoreUrl, redact } from '../../src/config/connection.js';
+import { tempDir } from '../support/temp.js';
 
 describe('connection strings', () => {
   it('defaults to the Maildir in the working directory', () => {
@@ -32,7 +32,7 @@ describe('connection strings', () => {
       secure: true,
       password: 'p1',
     });
-    const dir = mkdtempSync(join(tmpdir(), 'mailbus-url-'));
+    const dir = tempDir('url');
     writeFileSync(join(dir, 'pw'), 'from-file\nignored\n');
     expect(parseStoreUrl('imap://bus@h', { passwordFile: join(dir, 'pw') })).toMatchObject({
       password: 'from-file',
