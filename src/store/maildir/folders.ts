@@ -97,12 +97,6 @@ export function fsyncPath(path: string): Promise<void> {
 }
 
 /**
- * Opens a spare taken into tmp/. It exists, so nothing is created; it is never followed if it
- * is a link, and a FIFO planted under a spare's name does not block the open.
- */
-const SPARE_FLAGS = fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
-
-/**
  * Writes a new file into `dir`/tmp and returns its path; fsynced when `durable`. With `spares`,
  * a spare file (spares.ts) is renamed into place and written, when one is ready.
  */
@@ -114,7 +108,7 @@ export async function writeTmp(
   spares?: SpareFiles,
 ): Promise<string> {
   const path = join(dir, 'tmp', base);
-  if (spares?.take(path) && (await writeSpare(path, raw, durable))) {
+  if (await spares?.write(path, raw, durable)) {
     return path;
   }
 
@@ -133,55 +127,6 @@ export async function writeTmp(
   }
   await fd.close();
   return path;
-}
-
-/**
- * Writes `raw` into the spare just renamed to `path`. Without fsync this is done at once: with
- * no file to create, the write of a message takes tens of microseconds, less than the hops to
- * the thread pool would. False, with the spare removed, when it cannot be opened (something
- * other than a spare was planted under a spare's name): the caller then creates the file.
- */
-async function writeSpare(path: string, raw: Buffer, durable: boolean): Promise<boolean> {
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(path, SPARE_FLAGS);
-    if (!isOwnEmptyFile(fs.fstatSync(fd))) {
-      throw new Error('not an empty file of this user');
-    }
-  } catch {
-    if (fd !== undefined) {
-      fs.closeSync(fd);
-    }
-    try {
-      fs.rmSync(path, { force: true });
-    } catch (err) {
-      throw storageError(`cannot remove ${path}, planted under the name of a spare file`, err);
-    }
-    return false;
-  }
-
-  try {
-    for (let written = 0; written < raw.length;) {
-      written += fs.writeSync(fd, raw, written);
-    }
-    if (durable) {
-      await new Promise<void>((resolve, reject) => {
-        fs.fsync(fd as number, (err) => (err ? reject(err) : resolve()));
-      });
-    }
-  } catch (err) {
-    fs.rmSync(path, { force: true });
-    throw err;
-  } finally {
-    fs.closeSync(fd);
-  }
-  return true;
-}
-
-/** A spare as the store made it: a regular empty file of this user, with no other name. */
-function isOwnEmptyFile(stat: fs.Stats): boolean {
-  const own = process.getuid === undefined || stat.uid === process.getuid();
-  return stat.isFile() && stat.size === 0 && stat.nlink === 1 && own;
 }
 
 /**

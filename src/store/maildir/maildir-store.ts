@@ -245,6 +245,7 @@ export class MaildirStore implements Store {
     // Only once the messages are stored: a failed publish must not make its retry a duplicate.
     const chosen = messages.filter((message) => message.chosenId).map((message) => message.id);
     rememberIds(this.root, topic, chosen);
+    this.spares.appended();
   }
 
   async storedIds(topic: string, ids: string[], windowMs: number): Promise<Set<string>> {
