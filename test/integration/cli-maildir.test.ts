@@ -198,5 +198,19 @@ describe('the command line on a Maildir', () => {
     }
     const top = await runCli(['--help']);
     expect(top.stdout).toContain('MAILBUS_URL');
+
+    // A duration's default is shown once, as a duration.
+    const stats = await runCli(['stats', '--help']);
+    expect(stats.stdout).toContain('how often --watch draws it (2s)\n');
+  });
+
+  it('says what dlq replay needs when it is given neither ids nor --all, or both', async () => {
+    const topic = uniqueTopic('replay-args');
+    const neither = await runCli(['dlq', topic, 'replay'], { env });
+    expect(neither.code).toBe(1);
+    expect(neither.stderr).toContain('needs the ids of the dead letters to replay, or --all');
+    const both = await runCli(['dlq', topic, 'replay', 'some-id', '--all'], { env });
+    expect(both.code).toBe(1);
+    expect(both.stderr).toContain('takes message ids or --all, not both');
   });
 });

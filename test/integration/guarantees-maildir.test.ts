@@ -261,7 +261,7 @@ describe('guarantees on a Maildir', () => {
     const show = await runCli(['dlq', topic, 'show', letters[0].id], { env });
     expect(show.stdout).toContain('message/delivery-status');
     const replay = await runCli(['dlq', topic, 'replay', letters[0].id], { env });
-    expect(replay.stdout).toBe(`replayed 1 dead letters into ${topic}/default\n`);
+    expect(replay.stdout).toBe(`replayed 1 dead letter into ${topic}/default\n`);
 
     const refused = await runCli(['dlq', topic, 'purge'], { env });
     expect(refused.code).toBe(1);

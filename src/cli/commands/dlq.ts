@@ -69,8 +69,11 @@ Examples:
       if (action === 'show' && ids.length !== 1) {
         throw invalid('dlq show takes exactly one message id');
       }
-      if (action === 'replay' && (ids.length === 0) === !flags.all) {
-        throw invalid('dlq replay takes message ids or --all (not both)');
+      if (action === 'replay' && ids.length > 0 && flags.all) {
+        throw invalid('dlq replay takes message ids or --all, not both');
+      }
+      if (action === 'replay' && ids.length === 0 && !flags.all) {
+        throw invalid('dlq replay needs the ids of the dead letters to replay, or --all');
       }
 
       const bus = await connect(connectOptions(flags));
@@ -100,7 +103,8 @@ Examples:
           const tracker = progressOf('replaying');
           const count = await letters.replay(flags.all ? 'all' : ids, tracker.listen);
           tracker.stop();
-          process.stdout.write(`replayed ${count} dead letters into ${topic}/${flags.group}\n`);
+          const noun = count === 1 ? 'dead letter' : 'dead letters';
+          process.stdout.write(`replayed ${count} ${noun} into ${topic}/${flags.group}\n`);
         } else {
           const before = new Date(Date.now() - (flags.olderThan ?? 0));
           const what = flags.olderThan === undefined ? 'every dead letter' : 'old dead letters';

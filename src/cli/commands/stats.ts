@@ -14,7 +14,8 @@ import { formatNumber, table } from '../output.js';
 interface StatsFlags extends GlobalFlags {
   json?: boolean;
   watch?: boolean;
-  interval: number;
+  /** Milliseconds; the default is applied where it is used, so that --help shows it once. */
+  interval?: number;
 }
 
 /** How often --watch draws the table by default. */
@@ -57,7 +58,6 @@ export function registerStats(program: Command): void {
       '--interval <duration>',
       'how often --watch draws it (2s)',
       parseDurationMs('--interval'),
-      WATCH_INTERVAL_MS,
     );
   addConnectionFlags(command).action(async (topic: string | undefined, flags: StatsFlags) => {
     const bus = await connect(connectOptions(flags));
@@ -99,11 +99,11 @@ async function watch(bus: Mailbus, topic: string | undefined, flags: StatsFlags)
         process.stdout.write(`${JSON.stringify({ at, groups: rows })}\n`);
       } else {
         const body = rows.length === 0 ? `no topics in ${bus.store.location}` : statsTable(rows);
-        const heading = `mailbus stats, every ${flags.interval / 1000} s: ${at}`;
+        const heading = `mailbus stats, every ${(flags.interval ?? WATCH_INTERVAL_MS) / 1000} s: ${at}`;
         process.stdout.write(`${terminal ? CLEAR_SCREEN : ''}${heading}\n\n${body}\n\n`);
       }
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, flags.interval);
+        const timer = setTimeout(resolve, flags.interval ?? WATCH_INTERVAL_MS);
         stopping.signal.addEventListener('abort', () => {
           clearTimeout(timer);
           resolve();

@@ -11,7 +11,8 @@ import { viewLine } from './peek.js';
 
 interface TailFlags extends GlobalFlags {
   group: string;
-  interval: number;
+  /** Milliseconds; the default is applied where it is used, so that --help shows it once. */
+  interval?: number;
   fromStart?: boolean;
 }
 
@@ -34,7 +35,6 @@ export function registerTail(program: Command): void {
       '--interval <duration>',
       'how often to look for new messages (500ms)',
       parseDurationMs('--interval'),
-      TAIL_INTERVAL_MS,
     )
     .option('--from-start', 'print the messages already there first')
     .addHelpText(
@@ -87,7 +87,7 @@ Examples:
             seen.delete(id);
           }
         }
-        await sleep(flags.interval, stopping.signal);
+        await sleep(flags.interval ?? TAIL_INTERVAL_MS, stopping.signal);
       }
     } finally {
       process.off('SIGINT', stop);
