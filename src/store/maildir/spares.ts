@@ -75,11 +75,11 @@ export class SpareFiles {
       }
       fs.fchmodSync(fd, FILE_MODE);
     } catch {
-      // Replaced between the look and the rename: set aside, and the file is created.
+      // Replaced between the look and the rename: moved back, and the file is created.
       if (fd !== undefined) {
         fs.closeSync(fd);
       }
-      this.setAside(path);
+      this.moveBack(path);
       return false;
     }
 
@@ -181,19 +181,16 @@ export class SpareFiles {
   }
 
   /**
-   * Moves what was put under a spare's name out of the way of the message file: removed, or,
-   * when it cannot be (a directory), renamed beside it.
+   * Moves what was found under a spare's name back into the root's tmp/, under a new name that
+   * no store takes for a spare: it is not the store's to remove, and never stays in a folder.
    */
-  private setAside(path: string): void {
-    this.logger.warn({ event: 'spares.not_a_spare', path });
+  private moveBack(path: string): void {
+    const back = join(this.dir, `not-a-spare.${randomBytes(8).toString('hex')}`);
+    this.logger.warn({ event: 'spares.not_a_spare', path, movedTo: back });
     try {
-      fs.rmSync(path, { force: true });
-    } catch {
-      try {
-        fs.renameSync(path, `${path}.not-a-spare`);
-      } catch (err) {
-        throw storageError(`cannot move ${path}, put under the name of a spare file`, err);
-      }
+      fs.renameSync(path, back);
+    } catch (err) {
+      throw storageError(`cannot move ${path}, found under the name of a spare file`, err);
     }
   }
 
