@@ -90,6 +90,7 @@ async function watch(bus: Mailbus, topic: string | undefined, flags: StatsFlags)
   process.once('SIGTERM', stop);
   process.stdout.on('error', stop);
   const terminal = process.stdout.isTTY === true;
+  const intervalMs = flags.interval ?? WATCH_INTERVAL_MS;
 
   try {
     while (!stopping.signal.aborted) {
@@ -99,11 +100,11 @@ async function watch(bus: Mailbus, topic: string | undefined, flags: StatsFlags)
         process.stdout.write(`${JSON.stringify({ at, groups: rows })}\n`);
       } else {
         const body = rows.length === 0 ? `no topics in ${bus.store.location}` : statsTable(rows);
-        const heading = `mailbus stats, every ${(flags.interval ?? WATCH_INTERVAL_MS) / 1000} s: ${at}`;
+        const heading = `mailbus stats, every ${intervalMs / 1000} s: ${at}`;
         process.stdout.write(`${terminal ? CLEAR_SCREEN : ''}${heading}\n\n${body}\n\n`);
       }
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, flags.interval ?? WATCH_INTERVAL_MS);
+        const timer = setTimeout(resolve, intervalMs);
         stopping.signal.addEventListener('abort', () => {
           clearTimeout(timer);
           resolve();

@@ -34,13 +34,12 @@ function isSpare(stat: fs.Stats): boolean {
   return stat.isFile() && stat.size === 0 && stat.nlink === 1 && own;
 }
 
-/** The spare at `path` as it is now; undefined when it is gone or is not a spare. */
-function spareAt(path: string): fs.Stats | undefined {
+/** Whether `path` holds a spare now: false when it is gone or is something else. */
+function isSpareAt(path: string): boolean {
   try {
-    const stat = fs.lstatSync(path);
-    return isSpare(stat) ? stat : undefined;
+    return isSpare(fs.lstatSync(path));
   } catch {
-    return undefined;
+    return false;
   }
 }
 
@@ -137,7 +136,7 @@ export class SpareFiles {
         return false;
       }
       const spare = join(this.dir, name);
-      if (spareAt(spare) === undefined) {
+      if (!isSpareAt(spare)) {
         continue; // taken by another process, or no longer a spare: not ours to touch
       }
       try {
@@ -164,7 +163,7 @@ export class SpareFiles {
       if (!this.adopted) {
         this.adopted = true;
         const left = listDir(this.dir).filter((name) => name.startsWith(PREFIX));
-        this.ready.push(...left.filter((name) => spareAt(join(this.dir, name)) !== undefined));
+        this.ready.push(...left.filter((name) => isSpareAt(join(this.dir, name))));
       }
       while (!this.stopped && this.ready.length < SPARE_FILES) {
         const name = `${PREFIX}${randomBytes(8).toString('hex')}`;
@@ -207,7 +206,7 @@ export class SpareFiles {
     this.stopped = true;
     for (const name of this.ready.splice(0)) {
       const spare = join(this.dir, name);
-      if (spareAt(spare) === undefined) {
+      if (!isSpareAt(spare)) {
         continue;
       }
       try {
